@@ -1,0 +1,50 @@
+"""Shared test set-up.
+
+Tests never write to ``~``: MNE's config, matplotlib's cache and MOABB's
+results go to a per-session temporary home. Real-data tests use the PhysioNet
+EEGMMIDB files staged under ``MNE_DATA`` (CI points it at
+``../shared/data/mne_data``) and skip with a reason when they are absent.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_REPO = Path(__file__).resolve().parents[1]
+_SHARED_DATA = _REPO.parent / "shared" / "data" / "mne_data"
+
+# Set before MNE / MOABB / matplotlib are imported by any test module.
+_FAKE_HOME = Path(tempfile.mkdtemp(prefix="chatbci-test-home-"))
+os.environ["_MNE_FAKE_HOME_DIR"] = str(_FAKE_HOME)  # MNE's own test hook for ~/.mne
+os.environ.setdefault("MPLCONFIGDIR", str(_FAKE_HOME / "mpl"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("MOABB_DOWNLOAD_PROVIDER", "upstream")
+if "MNE_DATA" not in os.environ and _SHARED_DATA.is_dir():
+    os.environ["MNE_DATA"] = str(_SHARED_DATA)
+
+
+def physionet_files_present(subject: int = 1, runs=(4, 8, 12)) -> bool:
+    """Whether the EEGMMIDB hand-imagery runs of ``subject`` are on disk."""
+    root = os.environ.get("MNE_DATA")
+    if not root:
+        return False
+    base = Path(root) / "MNE-eegbci-data" / "files" / "eegmmidb" / "1.0.0"
+    return all(
+        (base / f"S{subject:03d}" / f"S{subject:03d}R{run:02d}.edf").is_file()
+        for run in runs
+    )
+
+
+@pytest.fixture
+def physionet_data():
+    """Skip unless the PhysioNet EEGMMIDB imagery files are available."""
+    if not physionet_files_present(1):
+        pytest.skip(
+            "PhysioNet EEGMMIDB files not found under MNE_DATA "
+            "(set MNE_DATA to ../shared/data/mne_data, as CI does)"
+        )
+    return Path(os.environ["MNE_DATA"])
