@@ -1,0 +1,208 @@
+"""Plain MOABB against chatbci on the same within-session benchmark.
+
+Runs, each in a fresh Python process so that imports, worker start-up and
+memory are counted the same way for everyone:
+
+1. plain MOABB: ``WithinSessionEvaluation(...).process(pipelines)`` at the
+   given ``n_jobs`` values (its best is taken as the reference);
+2. chatbci cold: :func:`chatbci.bci.benchmark.run_benchmark` with an empty
+   cache directory;
+3. chatbci warm: the same call again (served from the cache).
+
+and prints wall time, peak memory (RSS summed over the process tree, sampled
+every 50 ms), the ratios against plain MOABB at its best ``n_jobs``, and the
+largest absolute score difference.
+
+Default job (issue #2): PhysionetMI subjects 1-23, left vs right hand imagery,
+CSP+LDA, TS+LR, TS+SVM (linear SVC, C=1, no grid), MDM, random_state=42.
+Needs the EEGMMIDB files under ``MNE_DATA``.
+
+    python benchmarks/bench_engine.py [--subjects 1-23] [--moabb-n-jobs 1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+os.environ.setdefault("MOABB_DOWNLOAD_PROVIDER", "upstream")
+_shared = HERE.parents[2] / "shared" / "data" / "mne_data"
+if "MNE_DATA" not in os.environ and _shared.is_dir():
+    os.environ["MNE_DATA"] = str(_shared)
+
+
+class PeakMemory:
+    """Peak RSS of this process and all its descendants, sampled."""
+
+    def __init__(self, interval=0.05):
+        import psutil
+
+        self._proc = psutil.Process()
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self):
+        total = 0
+        procs = [self._proc]
+        try:
+            procs += self._proc.children(recursive=True)
+        except Exception:  # noqa: BLE001 - a child may vanish while we look
+            pass
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except Exception:  # noqa: BLE001
+                pass
+        self.peak = max(self.peak, total)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self._sample()
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def _dataset(subjects):
+    from chatbci.bci.datasets import get_dataset
+
+    ds = get_dataset("PhysionetMI")
+    ds.subject_list = subjects
+    return ds
+
+
+def run_variant(variant, subjects, n_jobs, cache_dir, out_csv):
+    """Run one variant in this process; return timing and memory."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import mne
+
+    mne.set_log_level("ERROR")
+    from chatbci.bci.benchmark import parse_subjects
+
+    subjects = parse_subjects(subjects)
+    names = ["CSP+LDA", "TS+LR", "TS+SVM", "MDM"]
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        if variant == "moabb":
+            from moabb.evaluations import WithinSessionEvaluation
+            from moabb.paradigms import LeftRightImagery
+
+            from chatbci.bci.pipelines import get_pipeline
+
+            ds = _dataset(subjects)
+            ds.feet_runs = []  # the hand runs only, as chatbci loads them
+            pipelines = {n: get_pipeline(n).build() for n in names}
+            evaluation = WithinSessionEvaluation(
+                paradigm=LeftRightImagery(), datasets=[ds], random_state=42,
+                n_jobs=n_jobs, overwrite=True, hdf5_path=cache_dir,
+            )
+            results = evaluation.process(pipelines)
+        else:
+            from chatbci.bci.benchmark import run_benchmark
+
+            results = run_benchmark(names, dataset="PhysionetMI", subjects=subjects,
+                                    evaluation="within-session", random_state=42,
+                                    cache_dir=cache_dir, n_jobs=n_jobs, progress=False)
+        seconds = time.perf_counter() - t0
+    results.to_csv(out_csv, index=False)
+    return {"seconds": seconds, "peak_mb": mem.peak / 2**20}
+
+
+def _spawn(variant, subjects, n_jobs, cache_dir, env_extra=None):
+    out_csv = Path(cache_dir) / f"{variant}-{n_jobs}-{time.time_ns()}.csv"
+    env = dict(os.environ, **(env_extra or {}))
+    cmd = [sys.executable, str(HERE), "--_variant", variant, "--subjects", subjects,
+           "--_n-jobs", str(n_jobs), "--_cache", str(cache_dir), "--_out", str(out_csv)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"variant {variant} failed")
+    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    stats["csv"] = out_csv
+    return stats
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subjects", default="1-23")
+    parser.add_argument("--moabb-n-jobs", default="2",
+                        help="comma-separated n_jobs values for plain MOABB; its best is "
+                             "the reference (default: 2, its best on 2 cores)")
+    parser.add_argument("--n-jobs", type=int, default=2, help="chatbci n_jobs")
+    parser.add_argument("--_variant", help=argparse.SUPPRESS)
+    parser.add_argument("--_n-jobs", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--_cache", help=argparse.SUPPRESS)
+    parser.add_argument("--_out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args._variant:
+        print(json.dumps(run_variant(args._variant, args.subjects, args._n_jobs,
+                                     args._cache, args._out)))
+        return
+
+    import pandas as pd
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="chatbci-bench-") as tmp:
+        moabb_runs = []
+        for nj in [int(v) for v in args.moabb_n_jobs.split(",")]:
+            mdir = Path(tmp) / f"moabb-{nj}"
+            mdir.mkdir()
+            st = _spawn("moabb", args.subjects, nj, mdir)
+            moabb_runs.append((nj, st))
+            rows.append((f"plain MOABB, n_jobs={nj}", st))
+        best_nj, best = min(moabb_runs, key=lambda r: r[1]["seconds"])
+        cdir = Path(tmp) / "chatbci"
+        cdir.mkdir()
+        cold = _spawn("chatbci", args.subjects, args.n_jobs, cdir)
+        rows.append((f"chatbci cold, n_jobs={args.n_jobs}", cold))
+        warm = _spawn("chatbci", args.subjects, args.n_jobs, cdir)
+        rows.append((f"chatbci warm (cache), n_jobs={args.n_jobs}", warm))
+
+        ref = pd.read_csv(best["csv"])
+        keys = ["subject", "session", "pipeline"]
+
+        def max_diff(stats):
+            df = pd.read_csv(stats["csv"])
+            merged = ref.merge(df, on=keys, suffixes=("_moabb", "_chatbci"))
+            if len(merged) != len(ref):
+                return float("nan")
+            return float((merged["score_moabb"] - merged["score_chatbci"]).abs().max())
+
+        n_subjects = ref["subject"].nunique()
+        print(f"\nWithin-session, PhysionetMI left/right imagery, {n_subjects} subjects, "
+              f"{ref['pipeline'].nunique()} pipelines ({', '.join(sorted(ref['pipeline'].unique()))}), "
+              f"random_state=42, {os.cpu_count()} cores\n")
+        head = f"{'run':<36}{'wall s':>9}{'peak MB':>10}{'speed-up':>10}{'max |dscore|':>15}"
+        print(head)
+        print("-" * len(head))
+        for label, st in rows:
+            ratio = best["seconds"] / st["seconds"]
+            diff = max_diff(st)
+            print(f"{label:<36}{st['seconds']:>9.1f}{st['peak_mb']:>10.0f}{ratio:>9.1f}x"
+                  f"{diff:>15.2e}")
+        print(f"\nspeed-up = plain MOABB at its best n_jobs ({best_nj}) / run; "
+              "max |dscore| against that MOABB run (MOABB keeps float32 scores).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Fit many pipelines on one fold while doing shared work only once.
+
+MOABB evaluates each pipeline independently: with CSP+LDA, TS+LR, TS+SVM and
+MDM, the per-epoch covariance matrices are estimated twenty times per subject
+(4 pipelines x 5 folds) and the tangent space of TS+LR and TS+SVM is fitted
+twice per fold. Both are wasted work:
+
+- a *stateless* step (its transform of one epoch does not depend on training
+  data, e.g. :class:`pyriemann.estimation.Covariances`) gives the same output
+  whether it sees one fold or the whole subject, so it is applied once per
+  subject (:class:`StatelessCache`);
+- a *fitted prefix* (the same transformers with the same parameters, fitted
+  on the same training fold) gives the same output for every pipeline that
+  starts with it, so it is fitted once per fold (:class:`FoldRunner`).
+
+Both keep the numbers of the unshared computation: the same estimators see
+the same inputs, only fewer times.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+
+import joblib
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import Pipeline
+
+from .pipelines import is_stateless
+
+
+def step_key(estimator) -> str:
+    """Identity of an unfitted estimator: its class and all its parameters."""
+    return joblib.hash((type(estimator).__module__, type(estimator).__qualname__,
+                        clone(estimator).get_params(deep=True)))
+
+
+def _grid_steps(param_grid) -> set[str]:
+    """Names of the steps a parameter grid touches (``svc__C`` -> ``svc``)."""
+    grids = param_grid if isinstance(param_grid, list) else [param_grid or {}]
+    return {key.split("__", 1)[0] for grid in grids for key in grid}
+
+
+def split_pipeline(pipeline, param_grid=None):
+    """Split a pipeline into its stateless head and the rest.
+
+    Parameters
+    ----------
+    pipeline : sklearn.pipeline.Pipeline | estimator
+        The pipeline to split.
+    param_grid : dict | list of dict | None
+        A grid searched by this pipeline. A step the grid tunes is never
+        precomputed, since its output depends on the searched value.
+
+    Returns
+    -------
+    head : list of (name, estimator)
+        Leading stateless steps (applied once per subject).
+    tail : list of (name, estimator)
+        The remaining steps, fitted per fold (at least the final estimator).
+    """
+    steps = list(pipeline.steps) if isinstance(pipeline, Pipeline) else [
+        (type(pipeline).__name__.lower(), pipeline)
+    ]
+    tuned = _grid_steps(param_grid)
+    n_head = 0
+    # The final estimator is always fitted per fold, even if it were stateless.
+    for name, est in steps[:-1]:
+        if name in tuned or not is_stateless(est):
+            break
+        n_head += 1
+    return steps[:n_head], steps[n_head:]
+
+
+class StatelessCache:
+    """Outputs of stateless step chains on all epochs of one subject.
+
+    Two pipelines whose heads are the same chain share one array.
+    """
+
+    def __init__(self, X):
+        self._arrays = {(): X}
+
+    def transform(self, head):
+        """Apply the chain ``head`` to all epochs (once per distinct chain)."""
+        key = ()
+        X = self._arrays[()]
+        for _, est in head:
+            parent, key = key, key + (step_key(est),)
+            if key not in self._arrays:
+                self._arrays[key] = clone(est).fit(self._arrays[parent]).transform(
+                    self._arrays[parent]
+                )
+            X = self._arrays[key]
+        return key, X
+
+
+class FoldRunner:
+    """Fit pipeline tails on one training fold, sharing fitted prefixes.
+
+    One runner serves all pipelines with the same stateless head.
+
+    Parameters
+    ----------
+    X_train, y_train : array-like
+        Training data of the fold, already through the stateless head.
+    X_tests : list of array-like
+        Test sets to transform with every fitted prefix (one per scored
+        session).
+    """
+
+    def __init__(self, X_train, y_train, X_tests):
+        self.y_train = y_train
+        # prefix key -> (train features, [test features], seconds spent fitting)
+        self._cache = {(): (X_train, list(X_tests), 0.0)}
+
+    def _prefix(self, steps):
+        """Features after fitting the transformers ``steps``, fitting each once."""
+        key = ()
+        for _, est in steps:
+            parent, key = key, key + (step_key(est),)
+            if key not in self._cache:
+                Xtr, Xtes, _ = self._cache[parent]
+                fitted = clone(est)
+                t0 = perf_counter()
+                # Pipeline.fit calls fit_transform on intermediate steps; so do we.
+                Xtr_new = fitted.fit_transform(Xtr, self.y_train)
+                elapsed = perf_counter() - t0
+                self._cache[key] = (Xtr_new, [fitted.transform(X) for X in Xtes], elapsed)
+        return key
+
+    def fit(self, tail, param_grid=None, scoring=None, random_state=None):
+        """Fit the tail of one pipeline.
+
+        Without a grid, the transformers of the tail are shared with other
+        pipelines of this fold and only the final estimator is fitted here.
+        With a grid, the whole tail is searched by
+        :class:`~sklearn.model_selection.GridSearchCV` exactly as MOABB does
+        (inner 3-fold stratified CV with the evaluation's random state, refit).
+
+        Returns
+        -------
+        estimator : fitted estimator
+            Scores the returned test features.
+        X_tests : list of array-like
+            The test sets as the estimator expects them.
+        seconds : float
+            Time to fit this pipeline's tail, shared steps included.
+        """
+        if param_grid:
+            Xtr, Xtes, _ = self._cache[()]
+            inner_cv = StratifiedKFold(3, shuffle=True, random_state=random_state)
+            search = GridSearchCV(Pipeline([(n, clone(e)) for n, e in tail]),
+                                  param_grid, refit=True, cv=inner_cv, n_jobs=1,
+                                  scoring=scoring, return_train_score=True)
+            t0 = perf_counter()
+            search.fit(Xtr, self.y_train)
+            return search, Xtes, perf_counter() - t0
+        key = self._prefix(tail[:-1])
+        seconds = sum(self._cache[key[:i + 1]][2] for i in range(len(key)))
+        Xtr, Xtes, _ = self._cache[key]
+        final = clone(tail[-1][1])
+        t0 = perf_counter()
+        final.fit(Xtr, self.y_train)
+        return final, Xtes, seconds + perf_counter() - t0
