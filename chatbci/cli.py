@@ -21,10 +21,17 @@ def _cmd_datasets(args):
         return 0
     cols = ["name", "n_subjects", "n_sessions", "n_channels", "sfreq", "classes", "doi"]
     view = table[cols].copy()
-    view["classes"] = view["classes"].map(lambda c: ",".join(c) if isinstance(c, list) else c)
+    view["classes"] = view["classes"].map(_short_list)
+    view["doi"] = view["doi"].fillna("-")
     with _pandas_wide():
         print(view.to_string(index=False))
+    print(f"{len(view)} motor-imagery datasets; details: `chatbci datasets --json`.")
     return 0
+
+
+def _short_list(items, width=38):
+    text = ",".join(items) if isinstance(items, (list, tuple)) else str(items)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _cmd_bench(args):

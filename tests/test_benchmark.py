@@ -314,3 +314,17 @@ def test_cli_errors_are_one_clear_line(capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "Foo" in err and "CSP+LDA" in err and "Traceback" not in err
+
+
+def test_cli_datasets_lists_the_catalog(capsys):
+    import json
+
+    from chatbci.cli import main
+
+    assert main(["datasets"]) == 0
+    text = capsys.readouterr().out
+    assert "PhysionetMI" in text and "SimulatedMI" in text and "BNCI2014_001" in text
+    assert main(["datasets", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    physionet = next(r for r in records if r["name"] == "PhysionetMI")
+    assert physionet["n_subjects"] == 109 and physionet["n_channels"] == 64
