@@ -328,3 +328,18 @@ def test_cli_datasets_lists_the_catalog(capsys):
     records = json.loads(capsys.readouterr().out)
     physionet = next(r for r in records if r["name"] == "PhysionetMI")
     assert physionet["n_subjects"] == 109 and physionet["n_channels"] == 64
+
+
+def test_progress_callback_and_stop_keep_finished_subjects(tmp_path):
+    from chatbci.bci.benchmark import BenchmarkStopped
+
+    ds = small_dataset(n_sessions=1)
+    seen = []
+    with pytest.raises(BenchmarkStopped, match="resumes"):
+        run_benchmark("CSP+LDA,MDM", dataset=ds, cache_dir=tmp_path, progress=False,
+                      on_progress=lambda done, total, text: seen.append((done, total)),
+                      should_stop=lambda: len(seen) >= 2)
+    assert seen[:2] == [(2, 8), (4, 8)]
+    resumed = run_benchmark("CSP+LDA,MDM", dataset=ds, cache_dir=tmp_path, progress=False)
+    assert resumed.attrs["chatbci"]["n_cached"] == 4
+    assert resumed.attrs["chatbci"]["n_computed"] == 4

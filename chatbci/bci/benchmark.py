@@ -76,6 +76,10 @@ class BenchmarkError(ValueError):
     """A benchmark request that cannot run as given."""
 
 
+class BenchmarkStopped(RuntimeError):
+    """The caller asked to stop; what finished before is in the cache."""
+
+
 # ----------------------------------------------------------------------------
 # Inputs: paradigm, pipelines, subjects
 
@@ -488,7 +492,7 @@ def _cross_subject_fold(plans, y, metadata, fold, test_subject, n_channels, scor
 def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="left_right",
                   evaluation="within-session", random_state=42, cache_dir=None,
                   n_jobs=1, param_grid=None, progress=True, blas_threads=1,
-                  verbose=None):
+                  on_progress=None, should_stop=None, verbose=None):
     """Evaluate decoding pipelines on a motor-imagery dataset, as MOABB does.
 
     Parameters
@@ -521,6 +525,12 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
         Show a progress bar over subjects and pipelines.
     blas_threads : int
         BLAS threads per task. 1 is fastest for EEG-sized matrices.
+    on_progress : callable | None
+        ``on_progress(done, total, text)`` after each subject, for UIs.
+    should_stop : callable | None
+        Checked after each subject; when it returns True, the run stops and
+        raises :class:`BenchmarkStopped` (finished subjects stay cached, so a
+        re-run resumes).
     verbose : bool | str | int | None
         MNE log level during loading.
 
@@ -611,13 +621,23 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
                 tasks.append(delayed(_subject_task)(ds, s, task_groups, evaluation,
                                                     random_state, blas_threads))
             results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
-            for subject, subject_rows in results:
-                rows.extend(subject_rows)
-                done = len(work[subject])
-                n_computed += done
-                bar.update(done)
-                bar.set_postfix_str(f"subject {subject} done")
-            bar.close()
+            try:
+                for subject, subject_rows in results:
+                    rows.extend(subject_rows)
+                    done = len(work[subject])
+                    n_computed += done
+                    bar.update(done)
+                    bar.set_postfix_str(f"subject {subject} done")
+                    if on_progress is not None:
+                        on_progress(n_computed, total, f"subject {subject} done")
+                    if should_stop is not None and should_stop() and n_computed < total:
+                        raise BenchmarkStopped(
+                            f"Stopped after {n_computed} of {total} subject x pipeline "
+                            "results; they are cached, so running again resumes.")
+            finally:
+                if hasattr(results, "close"):
+                    results.close()  # cancels subjects not yet started
+                bar.close()
 
     df = _to_dataframe(rows, ds, names, subjects)
     df.attrs["chatbci"] = dict(n_cached=n_cached, n_computed=n_computed,
