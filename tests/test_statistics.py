@@ -75,3 +75,17 @@ def test_clear_errors(results):
         summary_table(pd.DataFrame({"x": [1]}))
     with pytest.raises(StatisticsError, match="No pipeline 'FOO'"):
         paired_plot(results, "FOO", "MDM")
+
+
+def test_pairs_only_subjects_scored_by_every_pipeline(results):
+    # Drop one subject of one pipeline: the tests use the 7 complete subjects.
+    partial = results[~((results.pipeline == "MDM") & (results.subject == "1"))]
+    stats = compare_pipelines(partial)
+    assert (stats["nsub"] == 7).all()
+    table = summary_table(partial)
+    assert table.set_index("pipeline").loc["MDM", "n_subjects"] == 7
+    assert table["vs_best_p"].notna().sum() == 2
+    few = results[results.subject.isin(["1"]) | (results.pipeline == "TS+LR")]
+    with pytest.raises(StatisticsError, match="same subjects"):
+        compare_pipelines(few)
+    assert summary_table(few)["vs_best_p"].isna().all()  # means only, no test

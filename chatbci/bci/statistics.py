@@ -52,13 +52,31 @@ def compare_pipelines(results, perm_cutoff=20):
     from moabb.analysis.meta_analysis import compute_dataset_statistics
 
     _check_results(results, min_pipelines=2)
-    df = results.copy()
-    df["score"] = df["score"].astype(float)
+    df = _paired(results)
     stats = compute_dataset_statistics(df, perm_cutoff=perm_cutoff)
     stats = stats[stats["pipe1"] != stats["pipe2"]].drop(columns=["index"])
     stats["p"] = stats["p"].astype(float)
     stats["smd"] = stats["smd"].astype(float)
     return stats.reset_index(drop=True)
+
+
+def _paired(results):
+    """Keep, per dataset, the subjects scored by every pipeline (paired tests)."""
+    df = results.copy()
+    df["score"] = df["score"].astype(float)
+    df["subject"] = df["subject"].astype(str)
+    keep = []
+    for dataset, part in df.groupby("dataset"):
+        n_pipes = part["pipeline"].nunique()
+        per_subject = part.groupby("subject")["pipeline"].nunique()
+        common = per_subject.index[per_subject == n_pipes]
+        if len(common) < 2:
+            raise StatisticsError(
+                f"Paired comparison on {dataset} needs at least 2 subjects scored by every "
+                f"pipeline; {len(common)} are. Benchmark the pipelines on the same subjects."
+            )
+        keep.append(part[part["subject"].isin(common)])
+    return pd.concat(keep, ignore_index=True)
 
 
 def combined_differences(stats):
@@ -104,7 +122,10 @@ def summary_table(results, stats=None, alpha=0.05):
     ).reset_index()
     table["sd"] = table["sd"].fillna(0.0)
     if stats is None and df["pipeline"].nunique() > 1:
-        stats = compare_pipelines(results)
+        try:
+            stats = compare_pipelines(results)
+        except StatisticsError:
+            stats = None  # no common subjects: means and sds only
     table["vs_best_p"] = np.nan
     table["vs_best_smd"] = np.nan
     for dataset, group in table.groupby("dataset"):
