@@ -6,3 +6,23 @@ on it.
 """
 
 __version__ = "0.1.0.dev0"
+
+# Public names loaded on first use, so that ``import chatbci`` stays light
+# (no SQLite, pydantic or MNE until they are needed).
+_LAZY = {
+    "Workspace": "chatbci.workspace",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # cache: __getattr__ runs once per name
+        return value
+    raise AttributeError(f"module 'chatbci' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])

@@ -61,6 +61,162 @@ def _cmd_bench(args):
     return 0
 
 
+# -- workspace commands (chatbci.workspace) ---------------------------------------
+
+
+def _default_human():
+    import getpass
+
+    try:
+        return f"human:{getpass.getuser()}"
+    except (KeyError, OSError):
+        raise ValueError("cannot tell who you are; pass --author / --by human:<name>") from None
+
+
+def _cmd_init(args):
+    from .workspace import Workspace
+
+    settings = {}
+    if args.dataset:
+        settings["datasets"] = args.dataset
+    for key in ("subjects", "evaluation", "autonomy", "random_state"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    llm = {k: v for k, v in (("model", args.model), ("base_url", args.base_url)) if v}
+    if llm:
+        settings["llm"] = llm
+    with Workspace.create(args.path, title=args.title, goal=args.goal, **settings) as ws:
+        print(f"created workspace {ws.config.title!r} in {ws.path}")
+    return 0
+
+
+def _cmd_log(args):
+    import json
+
+    from .workspace import Workspace
+
+    with Workspace.open(args.path) as ws:
+        events = ws.journal.events(kind=args.kind, actor=args.actor, session=args.session,
+                                   limit=args.limit)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in events], indent=1, ensure_ascii=False))
+        return 0
+    for e in events:
+        parent = f"<{e.parent_id}" if e.parent_id else ""
+        print(f"{e.id:>6} {e.ts:%Y-%m-%d %H:%M:%S} {e.actor[:20]:<20} {e.kind:<13} "
+              f"{parent:<6} {e.summary(args.width)}")
+    return 0
+
+
+def _cmd_verify(args):
+    from .workspace import Workspace
+
+    with Workspace.open(args.path) as ws:
+        report = ws.journal.verify()
+    if not report.ok:
+        print(f"chatbci verify: {ws.journal.path}: {report}", file=sys.stderr)
+        return 1
+    print(f"{report} ({report.seconds:.2f} s)")
+    return 0
+
+
+def _cmd_note(args):
+    import json
+
+    from .workspace import Workspace
+
+    with Workspace.open(args.path) as ws:
+        kb = ws.knowledge
+        if args.note_command == "add":
+            if args.body_file is not None:
+                body = (sys.stdin.read() if args.body_file == "-"
+                        else open(args.body_file, encoding="utf-8").read())
+            else:
+                body = args.body or ""
+            note = kb.add(args.title, body, author=args.author or _default_human(),
+                          sources=args.source or ())
+            state = "verified" if note.verified else "unverified"
+            print(f"added note {note.id} ({state}): {note.path}")
+        elif args.note_command == "verify":
+            note = kb.verify(args.note_id, by=args.by or _default_human())
+            print(f"note {note.id} verified by {note.verified_by}")
+        else:
+            notes = (kb.search(args.text) if args.note_command == "search"
+                     else kb.list(verified=False if args.unverified else None))
+            if args.json:
+                print(json.dumps([{"id": n.id, "title": n.title, "author": n.author,
+                                   "verified": n.verified, "sources": list(n.sources),
+                                   "path": n.path} for n in notes], indent=1))
+            for n in [] if args.json else notes:
+                mark = "verified  " if n.verified else "UNVERIFIED"
+                print(f"{n.id:<40} {mark} {n.author:<24} {n.title}")
+    return 0
+
+
+def _add_workspace_commands(sub):
+    p = sub.add_parser("init", help="create a workspace folder",
+                       description="Create a collaborative workspace: workspace.toml, the "
+                                   "journal and the knowledge/, pipelines/, results/ and "
+                                   "exports/ folders.")
+    p.add_argument("path", help="workspace folder (created if needed)")
+    p.add_argument("--title", required=True, help="title of the study")
+    p.add_argument("--goal", required=True, help="the research goal, in a sentence or two")
+    p.add_argument("--dataset", action="append", help="dataset in scope (repeatable)")
+    p.add_argument("--subjects", default=None, help="subjects in scope, e.g. 1-10")
+    p.add_argument("--evaluation", default=None,
+                   choices=["within-session", "cross-session", "cross-subject"])
+    p.add_argument("--autonomy", default=None, choices=["suggest", "assist", "auto"],
+                   help="what the AI may run without asking (default: assist)")
+    p.add_argument("--random-state", type=int, default=None)
+    p.add_argument("--model", default=None, help="LLM model name")
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL")
+    p.set_defaults(func=_cmd_init)
+
+    p = sub.add_parser("log", help="show a workspace's journal")
+    p.add_argument("path", help="workspace folder")
+    p.add_argument("--kind", action="append",
+                   help="only events of this kind (repeatable), e.g. suggestion")
+    p.add_argument("--actor", default=None, help="human, ai, system or an exact actor")
+    p.add_argument("--session", default=None, help="only this session id")
+    p.add_argument("--limit", type=int, default=None, help="only the last N events")
+    p.add_argument("--width", type=int, default=100, help="summary width (default: 100)")
+    p.add_argument("--json", action="store_true", help="print the events as JSON")
+    p.set_defaults(func=_cmd_log)
+
+    p = sub.add_parser("verify", help="check the journal's hash chain",
+                       description="Walk the journal's hash chain. Exit code 1, naming the "
+                                   "first bad event, if an event was edited, deleted or "
+                                   "reordered.")
+    p.add_argument("path", help="workspace folder")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("note", help="add, list, search or verify knowledge notes")
+    notes = p.add_subparsers(dest="note_command", metavar="ACTION", required=True)
+    q = notes.add_parser("add", help="add a note")
+    q.add_argument("path", help="workspace folder")
+    q.add_argument("--title", required=True)
+    q.add_argument("--body", default=None, help="note text (Markdown)")
+    q.add_argument("--body-file", default=None, help="read the text from a file, - for stdin")
+    q.add_argument("--source", action="append", help="a reference (repeatable)")
+    q.add_argument("--author", default=None, help="human:<name> or ai:<model> "
+                                                  "(default: human:<your login>)")
+    q = notes.add_parser("list", help="list notes")
+    q.add_argument("path", help="workspace folder")
+    q.add_argument("--unverified", action="store_true", help="only unverified notes")
+    q.add_argument("--json", action="store_true")
+    q = notes.add_parser("search", help="search notes (title, body, sources)")
+    q.add_argument("path", help="workspace folder")
+    q.add_argument("text")
+    q.add_argument("--json", action="store_true")
+    q = notes.add_parser("verify", help="mark a note verified (recorded in the journal)")
+    q.add_argument("path", help="workspace folder")
+    q.add_argument("note_id")
+    q.add_argument("--by", default=None, help="human:<name> (default: human:<your login>)")
+    p.set_defaults(func=_cmd_note)
+
+# -- end of workspace commands ----------------------------------------------------
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="chatbci",
@@ -97,6 +253,8 @@ def build_parser():
                    help="subjects in parallel (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)
+
+    _add_workspace_commands(sub)
     return parser
 
 
@@ -124,9 +282,10 @@ def _user_errors():
     from .bci.datasets import DataNotAvailableError
     from .bci.pipelines import PipelineError
     from .bci.statistics import StatisticsError
+    from .workspace.errors import WorkspaceError
 
     return (BenchmarkError, DataNotAvailableError, PipelineError, StatisticsError,
-            ValueError, FileNotFoundError)
+            WorkspaceError, ValueError, FileNotFoundError)
 
 
 def main(argv=None):

@@ -1,0 +1,273 @@
+"""``workspace.toml``: what the study is about and how the AI may act in it.
+
+Read with :mod:`tomllib` and validated by :class:`WorkspaceConfig`; an
+invalid value raises :class:`ConfigError` naming the key, the value and
+what is allowed. The file is written by a small TOML writer
+(:func:`dump_toml`) covering what the config needs -- strings, numbers,
+booleans, arrays of those and nested tables -- so no extra dependency is
+required. Secrets are refused: an ``api_key``/``token``/``secret`` key is an
+error telling the user to set ``OPENAI_API_KEY`` instead, because a
+workspace is meant to be shared.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError,
+                      field_validator)
+
+from ._validation import describe
+from .errors import ConfigError
+from .secrets import scrub
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError as err:
+        raise ImportError("chatbci.workspace needs Python >= 3.11 (tomllib) or the "
+                          "'tomli' package on Python 3.10: pip install tomli") from err
+
+__all__ = ["AUTONOMY_LEVELS", "EVALUATIONS", "Budgets", "LLMSettings", "WorkspaceConfig",
+           "dump_toml", "load_config", "validate_settings", "write_config"]
+
+#: Autonomy levels (see DESIGN.md): what the AI may run without asking.
+AUTONOMY_LEVELS = ("suggest", "assist", "auto")
+#: MOABB evaluation protocols.
+EVALUATIONS = ("within-session", "cross-session", "cross-subject")
+
+NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+# Key names that can only mean a credential. "max_tokens" is fine, "token" is not.
+_SECRET_KEY = re.compile(r"(?:.*[_-])?(?:api[_-]?key|key|token|secret|password|passwd)",
+                         re.IGNORECASE)
+_SUBJECTS = re.compile(r"\s*\d+(?:\s*-\s*\d+)?(?:\s*,\s*\d+(?:\s*-\s*\d+)?)*\s*")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class LLMSettings(_Section):
+    """``[llm]``: which OpenAI-compatible model to use. Never the API key."""
+
+    model: NonBlank | None = None
+    base_url: NonBlank | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, url):
+        if url is not None and not re.match(r"https?://[^\s/]+", url):
+            raise ValueError("must be an http(s) URL such as 'http://127.0.0.1:8000/v1'")
+        return url
+
+
+class Budgets(_Section):
+    """``[budgets]``: compute the assistant may spend without asking."""
+
+    seconds_per_turn: PositiveFloat = 300.0
+    seconds_per_session: PositiveFloat = 4 * 3600.0
+    max_benchmark_subjects: PositiveInt | None = None
+    max_tool_calls_per_turn: PositiveInt = 8
+
+
+class WorkspaceConfig(_Section):
+    """The validated content of ``workspace.toml``. Immutable.
+
+    Attributes
+    ----------
+    title, goal : str
+        The study and its research goal.
+    datasets : list of str
+        Dataset names in scope (not checked here: the workspace knows no EEG).
+    subjects : str | int | list of int | None
+        Subjects in scope, e.g. ``"1-10"`` or ``"1,3,5-7"`` or ``[1, 2]``;
+        None for all.
+    evaluation : {"within-session", "cross-session", "cross-subject"}
+    random_state : int
+        Seed recorded in every session's provenance.
+    autonomy : {"suggest", "assist", "auto"}
+        ``assist`` (default): read-only tools run at once, compute and write
+        tools need a human decision.
+    durability : {"normal", "full"}
+        Journal durability: ``normal`` survives a killed process, ``full``
+        also a power loss, at one fsync per event.
+    llm : LLMSettings
+    budgets : Budgets
+    """
+
+    title: NonBlank
+    goal: NonBlank
+    datasets: list[NonBlank] = Field(default_factory=list)
+    subjects: str | PositiveInt | list[PositiveInt] | None = None
+    evaluation: Literal["within-session", "cross-session", "cross-subject"] = "within-session"
+    random_state: int = 42
+    autonomy: Literal["suggest", "assist", "auto"] = "assist"
+    durability: Literal["normal", "full"] = "normal"
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    budgets: Budgets = Field(default_factory=Budgets)
+
+    @field_validator("subjects")
+    @classmethod
+    def _subjects(cls, value):
+        if isinstance(value, str):
+            if not _SUBJECTS.fullmatch(value):
+                raise ValueError("use a list of subject numbers or a string such as "
+                                 "'1-10' or '1,3,5-7'")
+            for part in value.split(","):
+                lo, _, hi = part.partition("-")
+                if hi and int(hi) < int(lo) or int(lo) < 1:
+                    raise ValueError(f"range {part.strip()!r} is empty or starts below 1")
+        if isinstance(value, list) and len(set(value)) != len(value):
+            raise ValueError("subjects are listed more than once")
+        return value
+
+    def to_toml(self) -> str:
+        """The TOML text of this config (as written to ``workspace.toml``)."""
+        return dump_toml(self.model_dump(mode="json"), header=_HEADER)
+
+
+_HEADER = (
+    "# chatbci workspace settings. Edit freely: chatbci validates this file whenever\n"
+    "# it opens the workspace. Never put an API key here (the workspace is meant to be\n"
+    "# shared); set the OPENAI_API_KEY environment variable instead.\n"
+)
+
+
+def _find_secret_keys(data, prefix=""):
+    found = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if _SECRET_KEY.fullmatch(str(key)):
+            found.append(name)
+        if isinstance(value, dict):
+            found += _find_secret_keys(value, name + ".")
+    return found
+
+
+def validate_settings(data, source="workspace.toml") -> WorkspaceConfig:
+    """Validate a settings dict (as read from TOML or given to ``Workspace.create``).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``source``, each bad key, its value and what is allowed.
+    """
+    secret_keys = _find_secret_keys(data)
+    if secret_keys:
+        raise ConfigError(
+            f"{source}: `{'`, `'.join(secret_keys)}` looks like a credential; a workspace "
+            "never stores one because it is meant to be shared. Remove it and set the "
+            "OPENAI_API_KEY environment variable instead."
+        )
+    try:
+        return WorkspaceConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {describe(err, WorkspaceConfig)}.") from None
+
+
+def load_config(path) -> WorkspaceConfig:
+    """Read and validate ``workspace.toml``.
+
+    Raises
+    ------
+    ConfigError
+        The file is not valid TOML (with tomllib's line and column) or holds
+        an invalid setting.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML ({err}); fix the line it names.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; is it really workspace.toml?") from None
+    return validate_settings(data, source=str(path))
+
+
+def write_config(config: WorkspaceConfig, path):
+    """Write ``config`` to ``path`` atomically (a crash leaves the old file intact)."""
+    path = Path(path)
+    text = scrub(config.to_toml())
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".workspace.", suffix=".toml.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------
+# A minimal TOML writer
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+            "\r": "\\r"}
+
+
+def _key(key):
+    return key if _BARE_KEY.fullmatch(key) else _string(key)
+
+
+def _string(text):
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _value(value, where):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)  # always has '.' or 'e', so TOML reads a float back
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v, where) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} value at `{where}` to TOML")
+
+
+def dump_toml(data: dict, header="") -> str:
+    """TOML text of ``data`` (nested dicts become tables; None values are left out).
+
+    Arrays of tables are not supported (the config has none).
+    """
+    lines = []
+
+    def emit(table, path):
+        scalars = [(k, v) for k, v in table.items() if v is not None and not isinstance(v, dict)]
+        if path and (scalars or not any(isinstance(v, dict) for v in table.values())):
+            lines.append(("\n" if lines else "") + "[" + ".".join(_key(p) for p in path) + "]")
+        for k, v in scalars:
+            lines.append(f"{_key(k)} = {_value(v, '.'.join([*path, k]))}")
+        for k, v in table.items():
+            if isinstance(v, dict):
+                emit(v, [*path, k])
+
+    emit(data, [])
+    return header + "\n".join(lines) + "\n"

@@ -1,0 +1,358 @@
+"""The knowledge base: Markdown notes with front matter in ``knowledge/``.
+
+Each note is ``knowledge/<id>.md``::
+
+    ---
+    title: Mu rhythm desynchronises over the contralateral motor cortex
+    author: ai:gpt-4o-mini
+    verified: no
+    sources:
+    - https://doi.org/10.1016/S1388-2457(99)00141-8
+    created: '2025-01-31T10:00:00.000000Z'
+    verified_by: null
+    verified_at: null
+    ---
+    The body, in Markdown.
+
+Notes are plain files so they can be read, diffed and edited by hand. An
+AI-written note starts unverified; a human verifies it with
+:meth:`KnowledgeBase.verify`, which is itself a journal event (``note``,
+``op="verify"``) recording who verified which content (its SHA-256).
+A human's own note is verified by its author at creation unless
+``verified=False`` is passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from .errors import EventValidationError, KnowledgeError
+from .events import check_actor, format_ts
+from .secrets import scrub
+
+__all__ = ["KnowledgeBase", "Note"]
+
+_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,79}")
+_FRONT = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Note:
+    """One knowledge-base note (immutable; change it through :class:`KnowledgeBase`).
+
+    Attributes
+    ----------
+    id : str
+        File stem, a slug of the title (``knowledge/<id>.md``).
+    title, body : str
+    author : str
+        ``human:<name>`` or ``ai:<model>``.
+    verified : bool
+    sources : tuple of str
+        References (DOIs, URLs, journal event ids...).
+    created : datetime.datetime
+        UTC.
+    verified_by : str | None
+    verified_at : datetime.datetime | None
+    path : str
+        Relative to the workspace.
+    """
+
+    id: str
+    title: str
+    author: str
+    verified: bool
+    sources: tuple[str, ...]
+    created: datetime
+    body: str
+    verified_by: str | None = None
+    verified_at: datetime | None = None
+    path: str = ""
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of what a verification vouches for: title, body and sources."""
+        text = json.dumps([self.title, self.body, list(self.sources)], ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def to_markdown(self) -> str:
+        """The file content: YAML front matter, then the body."""
+        def dump(fields):
+            return yaml.safe_dump(fields, sort_keys=False, allow_unicode=True, width=10_000)
+
+        # "verified: yes/no" reads better than true/false and YAML 1.1 parsers
+        # (PyYAML) read it as a boolean; parse_note also accepts the strings.
+        head = (
+            dump({"title": self.title, "author": self.author})
+            + f"verified: {'yes' if self.verified else 'no'}\n"
+            + dump({"sources": list(self.sources), "created": format_ts(self.created),
+                    "verified_by": self.verified_by,
+                    "verified_at": format_ts(self.verified_at) if self.verified_at else None})
+        )
+        body = self.body if self.body.endswith("\n") or not self.body else self.body + "\n"
+        return f"---\n{head}---\n{body}"
+
+
+def _slug(title):
+    text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60].strip("-")
+    return slug or "note"
+
+
+def _when(value, field, path):
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    raise KnowledgeError(f"{path}: `{field}` = {value!r} is not a date such as "
+                         "'2025-01-31T10:00:00Z'.")
+
+
+def _check_author(author, allow=("human", "ai"), what="author"):
+    try:
+        return check_actor(author, allow=allow)
+    except EventValidationError as err:
+        raise KnowledgeError(f"{what}: {err}") from None
+
+
+def parse_note(text, path, note_id) -> Note:
+    """Parse a note file's ``text`` (``path`` is only used in error messages)."""
+    match = _FRONT.match(text)
+    if not match:
+        raise KnowledgeError(
+            f"{path} has no front matter; a note starts with a '---' line, YAML fields "
+            "(title, author, verified, sources, created) and another '---' line."
+        )
+    try:
+        front = yaml.safe_load(match.group(1)) or {}
+    except yaml.YAMLError as err:
+        raise KnowledgeError(f"{path}: the front matter is not valid YAML ({err}).") from None
+    if not isinstance(front, dict):
+        raise KnowledgeError(f"{path}: the front matter must be YAML fields (key: value).")
+    missing = [k for k in ("title", "author", "verified", "created") if k not in front]
+    if missing:
+        raise KnowledgeError(f"{path}: the front matter lacks {', '.join(missing)}.")
+    verified = front["verified"]
+    if isinstance(verified, str):  # a YAML 1.2 writer may have quoted it
+        verified = {"yes": True, "true": True, "no": False, "false": False}.get(
+            verified.strip().lower(), verified)
+    if not isinstance(verified, bool):
+        raise KnowledgeError(f"{path}: `verified` = {front['verified']!r}; use yes or no.")
+    sources = front.get("sources") or []
+    if isinstance(sources, str):
+        sources = [sources]
+    if not isinstance(sources, list):
+        raise KnowledgeError(f"{path}: `sources` must be a list of references.")
+    return Note(
+        id=note_id,
+        title=str(front["title"]),
+        author=_check_author(str(front["author"]), what=f"{path}: author"),
+        verified=verified,
+        sources=tuple(str(s) for s in sources),
+        created=_when(front["created"], "created", path),
+        body=text[match.end():],
+        verified_by=front.get("verified_by"),
+        verified_at=(_when(front["verified_at"], "verified_at", path)
+                     if front.get("verified_at") else None),
+        path=f"knowledge/{note_id}.md",
+    )
+
+
+class KnowledgeBase:
+    """The notes of a workspace (``ws.knowledge``).
+
+    Parameters
+    ----------
+    folder : str | os.PathLike
+        The ``knowledge/`` folder.
+    journal : Journal
+        Where additions and verifications are recorded.
+    """
+
+    def __init__(self, folder, journal):
+        self.folder = Path(folder)
+        self.journal = journal
+
+    def _file(self, note_id):
+        if not isinstance(note_id, str) or not _ID.fullmatch(note_id):
+            raise KnowledgeError(f"{note_id!r} is not a note id (lower-case letters, digits "
+                                 "and '-'); `chatbci note list` shows the ids.")
+        return self.folder / f"{note_id}.md"
+
+    def add(self, title, body, *, author, sources=(), verified=None) -> Note:
+        """Write a new note and record it in the journal.
+
+        Parameters
+        ----------
+        title : str
+        body : str
+            Markdown.
+        author : str
+            ``human:<name>`` or ``ai:<model>``.
+        sources : iterable of str
+            References backing the note.
+        verified : bool | None
+            Default: True for a human author (who vouches for their own
+            note), False for an AI, which cannot verify its own notes.
+
+        Returns
+        -------
+        note : Note
+        """
+        author = _check_author(scrub(author))
+        is_ai = author.startswith("ai:")
+        if verified is None:
+            verified = not is_ai
+        if verified and is_ai:
+            raise KnowledgeError(
+                "an AI-written note starts unverified; a human verifies it with "
+                "ws.knowledge.verify(note_id, by='human:<name>') or `chatbci note verify`."
+            )
+        if not isinstance(title, str) or not title.strip():
+            raise KnowledgeError(f"a note needs a non-empty title, got {title!r}.")
+        if not isinstance(body, str):
+            raise KnowledgeError(f"a note's body must be text, not {type(body).__name__}.")
+        if isinstance(sources, str):
+            sources = [sources]
+        title, body, sources = scrub([title.strip(), body, [str(s) for s in sources]])
+        if body and not body.endswith("\n"):
+            body += "\n"  # as stored, so the returned note equals the one read back
+        now = datetime.now(timezone.utc)
+        note = Note(id="", title=title, author=author, verified=bool(verified),
+                    sources=tuple(sources), created=now, body=body,
+                    verified_by=author if verified else None,
+                    verified_at=now if verified else None)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        base = _slug(title)
+        for n in range(1, 10_000):
+            note_id = base if n == 1 else f"{base}-{n}"
+            note = replace(note, id=note_id, path=f"knowledge/{note_id}.md")
+            try:
+                # "x": claim the name atomically, even against another process.
+                with open(self._file(note_id), "x", encoding="utf-8", newline="\n") as fh:
+                    fh.write(note.to_markdown())
+                break
+            except FileExistsError:
+                continue
+        else:  # pragma: no cover - 10,000 notes with the same title
+            raise KnowledgeError(f"too many notes titled {title!r}.")
+        try:
+            self.journal.append("note", author, {
+                "text": f"added knowledge note {note.title!r}", "op": "add",
+                "note_id": note.id, "title": note.title, "path": note.path,
+                "verified": note.verified, "sources": list(note.sources),
+                "content_sha256": note.content_hash,
+            })
+        except BaseException:
+            # The journal is the record: a note it does not know must not exist.
+            self._file(note.id).unlink(missing_ok=True)
+            raise
+        return note
+
+    def get(self, note_id) -> Note:
+        """The note ``note_id`` (``KnowledgeError`` if there is none)."""
+        path = self._file(note_id)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise KnowledgeError(f"no note {note_id!r} in {self.folder}; `chatbci note "
+                                 "list` shows the notes.") from None
+        return parse_note(text, path, note_id)
+
+    def list(self, *, verified=None, author=None) -> list[Note]:
+        """All notes, oldest first; optionally only (un)verified ones or one author.
+
+        ``author`` is an exact author or a type (``"human"``, ``"ai"``).
+        """
+        notes = []
+        if self.folder.is_dir():
+            for path in sorted(self.folder.glob("*.md")):
+                if _ID.fullmatch(path.stem):
+                    notes.append(parse_note(path.read_text(encoding="utf-8"), path, path.stem))
+        if verified is not None:
+            notes = [n for n in notes if n.verified == verified]
+        if author is not None:
+            notes = [n for n in notes if n.author == author
+                     or (author in ("human", "ai") and n.author.startswith(author + ":"))]
+        return sorted(notes, key=lambda n: (n.created, n.id))
+
+    def search(self, text, *, limit=None) -> list[Note]:
+        """Notes containing any word of ``text`` (case-insensitive), best first.
+
+        Ranked by the number of distinct words found, then by a score
+        counting occurrences: 3 per hit in the title, 2 in the sources, 1 in
+        the body.
+        """
+        terms = sorted(set(str(text).lower().split()))
+        if not terms:
+            raise KnowledgeError("search text is empty; give one or more words.")
+        ranked = []
+        for note in self.list():
+            title, body = note.title.lower(), note.body.lower()
+            sources = " ".join(note.sources).lower()
+            found = [t for t in terms if t in title or t in body or t in sources]
+            if found:
+                score = sum(3 * title.count(t) + 2 * sources.count(t) + body.count(t)
+                            for t in found)
+                ranked.append((-len(found), -score, note.created, note))
+        ranked.sort(key=lambda r: r[:3])
+        notes = [r[3] for r in ranked]
+        return notes[:limit] if limit is not None else notes
+
+    def verify(self, note_id, *, by) -> Note:
+        """Mark a note verified by a human, recording it in the journal.
+
+        The journal event (``note``, ``op="verify"``, actor ``by``) holds the
+        SHA-256 of the verified title, body and sources. Verifying a note that
+        is already verified changes nothing and writes no event.
+
+        Parameters
+        ----------
+        note_id : str
+        by : str
+            ``human:<name>``; an AI cannot verify notes.
+
+        Returns
+        -------
+        note : Note
+        """
+        by = _check_author(by, allow=("human",), what="verified by")
+        note = self.get(note_id)
+        if note.verified:
+            return note
+        done = replace(note, verified=True, verified_by=by,
+                       verified_at=datetime.now(timezone.utc))
+        path = self._file(note_id)
+        # Journal first, then swap the file in: a file saying "verified" is
+        # always backed by its journal event.
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".md")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                fh.write(done.to_markdown())
+            self.journal.append("note", by, {
+                "text": f"verified knowledge note {note.title!r}", "op": "verify",
+                "note_id": note_id, "author": note.author,
+                "content_sha256": note.content_hash,
+            })
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return done
