@@ -531,9 +531,10 @@ def test_a_version_1_journal_is_migrated(tmp_path):
             j.append("decision", "human:ada", {"verdict": "accept"}, parent_id=2)
         assert j.verify().ok
     with db(path) as con:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         names = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
-    assert {"head", "events_one_decision", "events_parent"} <= names
+    assert {"head", "events_one_decision", "events_parent", "events_runs",
+            "events_decisions"} <= names
 
 
 def test_a_newer_journal_is_refused(chain):

@@ -98,6 +98,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
             COALESCE((SELECT MAX(id) FROM events), 0),
             COALESCE((SELECT hash FROM events ORDER BY id DESC LIMIT 1), '{GENESIS_HASH}'))""",
     ),
+    # v2 -> v3: the assistant reads the latest runs and decisions every turn;
+    # partial indexes keep those reads flat as the journal grows, at no cost to
+    # appends of other kinds (messages, tool calls), which are most events.
+    (
+        "CREATE INDEX events_runs ON events(id) WHERE kind = 'run'",
+        "CREATE INDEX events_decisions ON events(id) WHERE kind = 'decision'",
+    ),
 ]
 
 #: The schema version this chatbci writes.
@@ -637,8 +644,11 @@ class Journal:
             if unknown:
                 raise ValueError(f"unknown event kind(s) {unknown}; valid kinds: "
                                  f"{', '.join(KINDS)}.")
-            where.append(f"kind IN ({','.join('?' * len(kinds))})")
-            params += kinds
+            # Validated names inlined as literals (not parameters), so that SQLite
+            # can use the partial per-kind indexes for "kind = 'run'".
+            literals = [repr(str(k)) for k in kinds]
+            where.append(f"kind = {literals[0]}" if len(literals) == 1
+                         else f"kind IN ({','.join(literals)})")
         if actor is not None:
             if actor in ("human", "ai"):
                 where.append("actor GLOB ?")
@@ -672,13 +682,19 @@ class Journal:
             sql += " ORDER BY id"
         return self._query(sql, params)
 
-    def pending_suggestions(self) -> list[Event]:
-        """Suggestions that no decision answers yet, oldest first."""
-        return self._query(
-            f"SELECT {_COLUMNS} FROM events s WHERE kind = 'suggestion' AND NOT EXISTS "
-            "(SELECT 1 FROM events d WHERE d.kind = 'decision' AND d.parent_id = s.id) "
-            "ORDER BY id"
-        )
+    def pending_suggestions(self, *, limit=None) -> list[Event]:
+        """Suggestions that no decision answers yet, oldest first.
+
+        ``limit`` keeps only the newest ``limit`` of them (read through the
+        suggestions index newest first, so the cost does not grow with the
+        journal).
+        """
+        sql = (f"SELECT {_COLUMNS} FROM events s WHERE kind = 'suggestion' AND NOT EXISTS "
+               "(SELECT 1 FROM events d WHERE d.kind = 'decision' AND d.parent_id = s.id)")
+        if limit is None:
+            return self._query(sql + " ORDER BY id")
+        return self._query(f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id",
+                           (int(limit),))
 
     def thread(self, event_id) -> Thread:
         """The thread an event belongs to: its suggestion and everything that followed.

@@ -189,6 +189,17 @@ class KnowledgeBase:
     def __init__(self, folder, journal):
         self.folder = Path(folder)
         self.journal = journal
+        # path -> ((mtime_ns, size), Note): parse each file once, re-read when it changes.
+        self._parsed = {}
+
+    def _load(self, path):
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+        hit = self._parsed.get(path)
+        if hit is None or hit[0] != stamp:
+            hit = (stamp, parse_note(path.read_text(encoding="utf-8"), path, path.stem))
+            self._parsed[path] = hit
+        return hit[1]
 
     def _file(self, note_id):
         if not isinstance(note_id, str) or not _ID.fullmatch(note_id):
@@ -285,7 +296,7 @@ class KnowledgeBase:
         if self.folder.is_dir():
             for path in sorted(self.folder.glob("*.md")):
                 if _ID.fullmatch(path.stem):
-                    notes.append(parse_note(path.read_text(encoding="utf-8"), path, path.stem))
+                    notes.append(self._load(path))
         if verified is not None:
             notes = [n for n in notes if n.verified == verified]
         if author is not None:
