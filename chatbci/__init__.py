@@ -11,6 +11,7 @@ __version__ = "0.1.0.dev0"
 # (no SQLite, pydantic or MNE until they are needed).
 _LAZY = {
     "Workspace": "chatbci.workspace",
+    "Session": "chatbci.assistant.session",
 }
 
 

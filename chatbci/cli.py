@@ -217,6 +217,114 @@ def _add_workspace_commands(sub):
 # -- end of workspace commands ----------------------------------------------------
 
 
+def _cmd_chat(args):
+    from .assistant.offline import OfflineBackend
+    from .assistant.session import Session
+
+    backend = OfflineBackend() if args.offline else None
+    session = Session(args.path, backend=backend, human=args.human)
+    kind = ("language model " + session.backend.model if session.backend.is_llm
+            else "offline assistant (rule-based, not an LLM)")
+    ws = session.workspace
+    print(f"chatbci chat: {ws.config.title} -- {ws.config.goal}")
+    print(f"assistant: {kind}; autonomy: {session.autonomy}. "
+          "Type /help for commands, /quit to leave.")
+    try:
+        while True:
+            text = _ask("you> ")
+            if text is None or text.strip() in ("/quit", "/exit"):
+                break
+            text = text.strip()
+            if not text:
+                continue
+            if text.startswith("/"):
+                _chat_command(session, text)
+                continue
+            print("ai> ", end="", flush=True)
+            turn = session.send(text, on_delta=lambda d: print(d, end="", flush=True))
+            print()
+            _show_artifacts(turn)
+            for sugg in turn.suggestions:
+                _decide_interactively(session, sugg)
+    finally:
+        session.close()
+    print(f"journal: {ws.path / 'journal.sqlite'} ({ws.journal.head()[0]} events)")
+    return 0
+
+
+def _ask(prompt):
+    try:
+        return input(prompt)
+    except EOFError:
+        return None
+
+
+def _show_artifacts(turn):
+    for path in turn.artifacts:
+        print(f"     [{path}]")
+
+
+def _decide_interactively(session, sugg):
+    import json
+
+    action = sugg.payload["action"]
+    print(f"  suggestion #{sugg.id}: {action['tool']} {json.dumps(action.get('args', {}))}")
+    print(f"  why: {sugg.payload.get('rationale', '')}")
+    while True:
+        answer = (_ask("  approve? [y]es / [n]o / [m]odify / [s]kip: ") or "s").strip().lower()
+        if answer in ("y", "yes"):
+            turn = session.approve(sugg.id, (_ask("  rationale (optional): ") or "").strip())
+        elif answer in ("n", "no"):
+            why = (_ask("  why not? ") or "").strip() or "rejected in the terminal"
+            turn = session.reject(sugg.id, why)
+        elif answer in ("m", "modify"):
+            raw = _ask("  changed arguments as JSON, e.g. {\"subjects\": \"1-2\"}: ") or "{}"
+            try:
+                changes = json.loads(raw)
+            except ValueError as err:
+                print(f"  not JSON ({err}); try again")
+                continue
+            why = (_ask("  why? ") or "").strip() or "modified in the terminal"
+            try:
+                turn = session.modify(sugg.id, changes, why)
+            except ValueError as err:
+                print(f"  {err}")
+                continue
+        elif answer in ("s", "skip"):
+            print(f"  left pending (#{sugg.id})")
+            return
+        else:
+            continue
+        print(f"  {turn.text}")
+        for res in turn.tool_results:
+            summary = res.payload.get("summary", {})
+            if "scores" in summary:
+                for name, sc in summary["scores"].items():
+                    print(f"     {name:<14}{sc['mean']:.3f} ± {sc['sd']:.3f} "
+                          f"(n={sc['n_subjects']})")
+        _show_artifacts(turn)
+        return
+
+
+def _chat_command(session, text):
+    cmd, _, rest = text.partition(" ")
+    if cmd == "/pending":
+        pending = session.workspace.journal.pending_suggestions()
+        if not pending:
+            print("  no pending suggestions")
+        for sugg in pending:
+            _decide_interactively(session, sugg)
+    elif cmd == "/autonomy":
+        try:
+            session.set_autonomy(rest.strip())
+            print(f"  autonomy: {session.autonomy}")
+        except ValueError as err:
+            print(f"  {err}")
+    else:
+        print("  /pending  decide pending suggestions\n  /autonomy suggest|assist|auto\n"
+              "  /quit")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="chatbci",
@@ -224,6 +332,16 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("chat", help="chat with the assistant in the terminal",
+                       description="A terminal chat on a workspace: the answer streams, "
+                                   "suggestions are decided with y / n / m.")
+    p.add_argument("path", help="workspace folder")
+    p.add_argument("--human", default=os.environ.get("USER") or "researcher",
+                   help="your name in the journal")
+    p.add_argument("--offline", action="store_true",
+                   help="use the offline rule-based assistant even if a model is configured")
+    p.set_defaults(func=_cmd_chat)
 
     p = sub.add_parser("datasets", help="list MOABB's motor-imagery datasets (offline)")
     p.add_argument("--json", action="store_true", help="print JSON records")
@@ -276,16 +394,28 @@ class _pandas_wide:
         self._ctx.__exit__(*exc)
 
 
-def _user_errors():
-    """Exceptions whose message tells the user what to fix."""
-    from .bci.benchmark import BenchmarkError
-    from .bci.datasets import DataNotAvailableError
-    from .bci.pipelines import PipelineError
-    from .bci.statistics import StatisticsError
-    from .workspace.errors import WorkspaceError
+#: Exceptions whose message tells the user what to fix: (module, class name).
+#: Checked only among modules already imported, so classifying an error never
+#: imports MNE/MOABB (a user error in `chatbci log` stays instant).
+_USER_ERRORS = (
+    ("chatbci.bci.benchmark", "BenchmarkError"),
+    ("chatbci.bci.benchmark", "BenchmarkStopped"),
+    ("chatbci.bci.datasets", "DataNotAvailableError"),
+    ("chatbci.bci.pipelines", "PipelineError"),
+    ("chatbci.bci.statistics", "StatisticsError"),
+    ("chatbci.workspace.errors", "WorkspaceError"),
+    ("chatbci.assistant.llm", "LLMError"),
+    ("chatbci.assistant.llm", "LLMConfigError"),
+    ("chatbci.assistant.tools", "ToolError"),
+)
 
-    return (BenchmarkError, DataNotAvailableError, PipelineError, StatisticsError,
-            WorkspaceError, ValueError, FileNotFoundError)
+
+def _is_user_error(err) -> bool:
+    for module, name in _USER_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(err, cls):
+            return True
+    return isinstance(err, (ValueError, FileNotFoundError))
 
 
 def main(argv=None):
@@ -299,8 +429,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted; cached results are kept, re-run to resume", file=sys.stderr)
         return 130
-    except _user_errors() as err:
-        if os.environ.get("CHATBCI_DEBUG"):
+    except Exception as err:  # noqa: BLE001 - classified just below
+        if not _is_user_error(err) or os.environ.get("CHATBCI_DEBUG"):
             raise
         print(f"chatbci {args.command}: error: {err}", file=sys.stderr)
         return 2

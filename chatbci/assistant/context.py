@@ -1,0 +1,115 @@
+"""The compact workspace state the model sees each turn, under a token budget.
+
+Every section is read with bounded queries (the last few events of a kind,
+the newest notes), so building the context costs the same for a journal of
+ten events or of a million. Sections are then trimmed in reverse order of
+importance until the rendered state fits the budget.
+"""
+
+from __future__ import annotations
+
+import json
+
+#: Rough tokens per character for English/JSON with a BPE tokenizer.
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(text: str) -> int:
+    """Approximate token count (no tokenizer dependency; ~4 characters/token)."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def _clip(text, n):
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def workspace_state(ws, *, query: str | None = None, max_items: int = 5) -> dict:
+    """Collect the workspace state as a dict of sections (most important first).
+
+    Parameters
+    ----------
+    ws : chatbci.workspace.Workspace
+    query : str | None
+        The human's latest message, to pick relevant knowledge notes.
+    max_items : int
+        Items per section before token trimming.
+    """
+    cfg = ws.config
+    journal = ws.journal
+    state = {
+        "goal": _clip(cfg.goal, 400),
+        "title": _clip(cfg.title, 120),
+        "scope": {"datasets": cfg.datasets or ["SimulatedMI"], "subjects": cfg.subjects,
+                  "evaluation": cfg.evaluation, "random_state": cfg.random_state},
+        "autonomy": cfg.autonomy,
+        "pipelines": sorted(p.stem for p in
+                            ws.path_for("pipelines", ".").glob("*.yml"))[:20],
+    }
+
+    best = {}
+    for ev in journal.events(kind="run", limit=20):
+        p = ev.payload
+        cfg_run = p.get("config", {})
+        key = f"{cfg_run.get('dataset', '?')} / {cfg_run.get('evaluation', '?')}"
+        for pipe, sc in (p.get("scores") or {}).items():
+            if isinstance(sc, dict) and "mean" in sc:
+                best.setdefault(key, {})[pipe] = {
+                    "mean": sc["mean"], "sd": sc.get("sd"), "n": sc.get("n_subjects"),
+                    "event": ev.id}
+    state["results"] = {
+        key: dict(sorted(pipes.items(), key=lambda kv: -kv[1]["mean"])[:max_items])
+        for key, pipes in list(best.items())[-max_items:]
+    }
+
+    pending = journal.pending_suggestions(limit=max_items)
+    state["pending_suggestions"] = [
+        {"id": s.id, "action": s.payload.get("action"),
+         "rationale": _clip(s.payload.get("rationale", ""), 200)} for s in pending
+    ]
+    decisions = journal.events(kind="decision", limit=max_items)
+    state["recent_decisions"] = [
+        {"id": d.id, "suggestion": d.parent_id, "verdict": d.payload.get("verdict"),
+         "by": d.actor, "rationale": _clip(d.payload.get("rationale", ""), 200)}
+        for d in decisions
+    ]
+    notes = ws.knowledge.search(query, limit=max_items) if query else []
+    if len(notes) < max_items:
+        seen = {n.id for n in notes}
+        recent = [n for n in ws.knowledge.list() if n.id not in seen]
+        notes += recent[-(max_items - len(notes)):]
+    state["knowledge"] = [
+        {"id": n.id, "title": _clip(n.title, 100), "author": n.author,
+         "verified": n.verified, "excerpt": _clip(n.body, 300)} for n in notes
+    ]
+    return state
+
+
+# Trimmed first -> last when over budget.
+_TRIM_ORDER = ("knowledge", "recent_decisions", "results", "pending_suggestions")
+
+
+def render_state(state: dict, budget_tokens: int = 3000) -> str:
+    """Render the state as compact JSON within ``budget_tokens``.
+
+    Over budget, list sections lose their oldest items one by one, in the
+    order knowledge, decisions, results, pending suggestions; the goal and
+    scope always stay (themselves clipped).
+    """
+    state = json.loads(json.dumps(state, default=str))
+
+    def text():
+        return json.dumps(state, ensure_ascii=False, separators=(",", ":"))
+
+    for section in _TRIM_ORDER:
+        while estimate_tokens(text()) > budget_tokens and state.get(section):
+            items = state[section]
+            if isinstance(items, dict):
+                items.pop(next(iter(items)))
+            else:
+                items.pop(0)
+    out = text()
+    if estimate_tokens(out) > budget_tokens:  # only the goal itself is left too long
+        state["goal"] = _clip(state["goal"], budget_tokens * CHARS_PER_TOKEN // 2)
+        out = text()
+    return out

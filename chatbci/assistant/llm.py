@@ -1,0 +1,894 @@
+"""The LLM client: OpenAI Chat Completions through the official ``openai`` SDK.
+
+The assistant talks to a *backend* (:class:`Backend`): something that takes
+a conversation and the tool schemas and returns a :class:`Completion` --
+the assistant's text and the tool calls it wants to make. Two backends
+exist: :class:`OpenAIChat` here, for any OpenAI-compatible server, and the
+offline rule-based backend (``is_llm = False``), used when no credentials
+are configured so that the demo and the tests run anywhere.
+
+Settings
+--------
+:class:`LLMSettings` says which model to use and where. The model, base URL
+and limits come from ``workspace.toml``'s ``[llm]`` table, overridden by
+the environment; the API key comes *only* from ``OPENAI_API_KEY``, because
+a workspace is meant to be shared. Any server speaking the Chat Completions
+API works through ``base_url``:
+
+==================  ===================================================  ===========
+Provider            ``base_url``                                         Key needed
+==================  ===================================================  ===========
+OpenAI              (unset)                                              yes
+Azure OpenAI        ``https://<resource>.openai.azure.com/openai/v1/``   yes
+Ollama              ``http://localhost:11434/v1``                        no
+vLLM                ``http://localhost:8000/v1``                         no
+LM Studio           ``http://localhost:1234/v1``                         no
+==================  ===================================================  ===========
+
+For Azure, use the v1-compatible endpoint shown (no ``api-version`` query),
+set ``model`` to the *deployment* name and put the Azure key in
+``OPENAI_API_KEY``. Local servers ignore the key;
+the SDK insists on one, so a placeholder is sent when none is set.
+
+Failures
+--------
+:meth:`OpenAIChat.complete` retries what a retry can fix -- HTTP 429 (after
+the server's ``Retry-After``, capped), 408/409/5xx, timeouts, dropped
+connections and streams cut before their end -- with exponential backoff,
+and raises :class:`LLMError` for everything else and once the retries are
+spent. Its message says what failed, after how many attempts, the HTTP
+status, and what to check. The SDK's own retries are switched off so the
+policy is the same for every failure, including those in the middle of a
+stream, which the SDK would not retry.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlparse
+
+import openai
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "OPENAI_BASE_URL",
+    "Backend",
+    "Completion",
+    "LLMConfigError",
+    "LLMError",
+    "LLMSettings",
+    "OpenAIChat",
+    "ToolArgumentsError",
+    "ToolCall",
+]
+
+#: The model used when neither ``CHATBCI_MODEL`` nor ``[llm] model`` says otherwise.
+DEFAULT_MODEL = "gpt-4o-mini"
+#: Where requests go when no ``base_url`` is configured.
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+#: Sent as the key to servers that need none (the SDK refuses an empty key).
+NO_KEY_PLACEHOLDER = "chatbci-no-key"
+
+#: The keys ``[llm]`` may hold.
+_CONFIG_KEYS = ("model", "base_url", "timeout", "max_retries", "temperature")
+#: Key names that can only mean a credential ("max_tokens" is fine, "token" is not).
+_SECRET_KEYS = {"api_key", "apikey", "api-key", "key", "token", "secret", "password",
+                "openai_api_key", "access_token"}
+
+#: Appended to messages of errors the user may be able to fix by going offline.
+_OFFLINE = "or work offline with the rule-based backend (unset OPENAI_API_KEY and OPENAI_BASE_URL)"
+
+
+# --------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------
+
+class LLMError(RuntimeError):
+    """An LLM request failed for good (not retryable, or retries exhausted).
+
+    Attributes
+    ----------
+    reason : str
+        ``"rate_limit"``, ``"quota"``, ``"server_error"``, ``"timeout"``,
+        ``"connection"``, ``"truncated"``, ``"invalid_response"``,
+        ``"auth"``, ``"permission"``, ``"not_found"``, ``"bad_request"``...
+    status_code : int | None
+        The HTTP status of the last attempt, if the server answered.
+    attempts : int
+        How many requests were made.
+    """
+
+    def __init__(self, message: str, *, reason: str = "error", status_code: int | None = None,
+                 attempts: int = 1):
+        super().__init__(message)
+        self.reason = reason
+        self.status_code = status_code
+        self.attempts = attempts
+
+
+class LLMConfigError(ValueError):
+    """The LLM settings (``[llm]`` table or environment) are invalid."""
+
+
+class ToolArgumentsError(ValueError):
+    """A tool call's arguments are not a JSON object.
+
+    The session sends the message back to the model as the tool's error
+    result, so it is written for the model as much as for the human.
+
+    Attributes
+    ----------
+    tool_name, call_id, raw : str
+        The tool called, the call's id and the argument text received.
+    """
+
+    def __init__(self, message: str, *, tool_name: str, call_id: str, raw: str):
+        super().__init__(message)
+        self.tool_name = tool_name
+        self.call_id = call_id
+        self.raw = raw
+
+
+# --------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call requested by the model.
+
+    Attributes
+    ----------
+    id : str
+        Echoed in the tool result message (``tool_call_id``).
+    name : str
+        As sent by the model -- possibly a tool that does not exist; the
+        session validates names against its registry.
+    arguments : str
+        The raw JSON text, as sent (possibly invalid: see
+        :meth:`parse_arguments`).
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+    def parse_arguments(self) -> dict[str, Any]:
+        """The arguments as a dict.
+
+        An empty string counts as ``{}``: some local servers send it for
+        tools without parameters.
+
+        Raises
+        ------
+        ToolArgumentsError
+            The text is not valid JSON, or is JSON but not an object.
+        """
+        raw = self.arguments
+        if not raw.strip():
+            return {}
+        try:
+            value = json.loads(raw)
+        except ValueError as err:
+            raise ToolArgumentsError(
+                f"The arguments of the call to tool {self.name!r} are not valid JSON "
+                f"({err}): {_clip(raw, 200)!r}. Send a JSON object matching the tool's "
+                "parameter schema.",
+                tool_name=self.name, call_id=self.id, raw=raw) from None
+        if not isinstance(value, dict):
+            raise ToolArgumentsError(
+                f"The arguments of the call to tool {self.name!r} must be a JSON object, "
+                f"not {type(value).__name__} ({_clip(raw, 200)!r}).",
+                tool_name=self.name, call_id=self.id, raw=raw)
+        return value
+
+    def as_dict(self) -> dict[str, Any]:
+        """The call in the Chat Completions format (``message.tool_calls[i]``)."""
+        return {"id": self.id, "type": "function",
+                "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One assistant turn, as returned by a :class:`Backend`.
+
+    Attributes
+    ----------
+    text : str
+        The assistant's text ("" when it only calls tools).
+    tool_calls : list of ToolCall
+        In the order the model sent them. Look here rather than at
+        ``finish_reason``: some local servers say ``"stop"`` even when they
+        call tools.
+    finish_reason : str | None
+        ``"stop"``, ``"tool_calls"``, ``"length"`` (cut by the token limit),
+        ``"content_filter"``...
+    usage : dict | None
+        ``prompt_tokens``, ``completion_tokens``, ``total_tokens``, when the
+        server reports them.
+    model : str
+        The model that answered, as reported by the server.
+    latency_s : float
+        Wall time of the whole call, retries and waits included.
+    attempts : int
+        Requests made (1 if the first succeeded).
+    """
+
+    text: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = "stop"
+    usage: dict[str, int] | None = None
+    model: str = ""
+    latency_s: float = 0.0
+    attempts: int = 1
+
+    def as_message(self) -> dict[str, Any]:
+        """The assistant message to append to the conversation.
+
+        In the Chat Completions format, so that the tool results that follow
+        (``{"role": "tool", "tool_call_id": ...}``) refer to its calls.
+        """
+        message: dict[str, Any] = {"role": "assistant",
+                                   # The API wants null content beside tool calls, not "".
+                                   "content": self.text if self.text or not self.tool_calls else None}
+        if self.tool_calls:
+            message["tool_calls"] = [call.as_dict() for call in self.tool_calls]
+        return message
+
+
+# --------------------------------------------------------------------------
+# The backend interface
+# --------------------------------------------------------------------------
+
+#: Receives each piece of the assistant's text as it arrives.
+DeltaCallback = Callable[[str], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the session needs from a model: one completion at a time.
+
+    Attributes
+    ----------
+    name : str
+        Short label of the backend kind (``"openai"``, ``"offline"``).
+    model : str
+        The model name recorded in the journal (``ai:<model>``).
+    is_llm : bool
+        False for the rule-based offline backend, which must never be
+        presented as an LLM.
+    """
+
+    name: str
+    model: str
+    is_llm: bool
+
+    def complete(self, messages: Sequence[Mapping[str, Any]],
+                 tools: Sequence[Mapping[str, Any]] | None = None,
+                 on_delta: DeltaCallback | None = None,
+                 tool_choice: Any = "auto", *,
+                 on_reset: Callable[[], None] | None = None) -> Completion:
+        """Answer the conversation ``messages`` (Chat Completions format).
+
+        Parameters
+        ----------
+        messages : list of dict
+        tools : list of dict | None
+            Tool schemas in the Chat Completions format
+            (``{"type": "function", "function": {...}}``).
+        on_delta : callable | None
+            Called with each piece of text as it is produced.
+        tool_choice : {"auto", "none", "required"} | dict
+        on_reset : callable | None
+            Called when text already passed to ``on_delta`` is void (the
+            attempt that produced it failed and is being retried): a UI
+            should clear the partial answer.
+
+        Raises
+        ------
+        LLMError
+            The backend could not produce an answer.
+        """
+        ...
+
+
+# --------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------
+
+def _env_value(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "")
+    return value.strip() or None
+
+
+class LLMSettings(BaseModel):
+    """Which OpenAI-compatible model to use, where, and with which limits.
+
+    Build it with :meth:`resolve` (workspace config + environment). A plain
+    ``LLMSettings()`` takes model, base URL and key from the environment and
+    the rest from the defaults.
+
+    Attributes
+    ----------
+    model : str
+        ``CHATBCI_MODEL``, else ``[llm] model``, else ``"gpt-4o-mini"``.
+    base_url : str | None
+        ``OPENAI_BASE_URL``, else ``[llm] base_url``, else None (OpenAI).
+        See the module docstring for Azure, Ollama, vLLM and LM Studio.
+    api_key : SecretStr
+        ``OPENAI_API_KEY`` only; never read from a file. Masked in
+        ``repr``, ``str`` and ``model_dump``; "" if unset.
+    timeout : float
+        Seconds to wait for the connection and for each piece of the
+        answer (a long answer that keeps streaming never times out).
+    max_retries : int
+        Retries after the first attempt for failures a retry can fix.
+    temperature : float | None
+        Sampling temperature; None to leave it out of the request (some
+        reasoning models reject any value).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    model: str = Field(default_factory=lambda: _env_value(os.environ, "CHATBCI_MODEL")
+                       or DEFAULT_MODEL)
+    base_url: str | None = Field(default_factory=lambda: _env_value(os.environ, "OPENAI_BASE_URL"))
+    api_key: SecretStr = Field(default_factory=lambda: SecretStr(
+        _env_value(os.environ, "OPENAI_API_KEY") or ""))
+    timeout: float = Field(60.0, gt=0, allow_inf_nan=False)
+    max_retries: int = Field(3, ge=0, le=20)
+    temperature: float | None = Field(0.2, ge=0, le=2)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must name a model, e.g. 'gpt-4o-mini'")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("must be an http(s) URL such as 'http://localhost:11434/v1'")
+        return value
+
+    @classmethod
+    def resolve(cls, config: Mapping[str, Any] | Any | None = None,
+                env: Mapping[str, str] | None = None) -> LLMSettings:
+        """Settings from ``workspace.toml``'s ``[llm]`` table and the environment.
+
+        Parameters
+        ----------
+        config : dict | pydantic model | None
+            The ``[llm]`` table: ``model``, ``base_url``, ``timeout``,
+            ``max_retries``, ``temperature`` (None values are ignored). A
+            model (e.g. the workspace's validated ``[llm]`` section) is read
+            through ``model_dump()``.
+        env : mapping | None
+            Defaults to :data:`os.environ`. ``CHATBCI_MODEL`` and
+            ``OPENAI_BASE_URL`` override the table; ``OPENAI_API_KEY`` is
+            the only source of the key.
+
+        Raises
+        ------
+        LLMConfigError
+            The table holds a key (``api_key``...), an unknown setting, or
+            an invalid value; the message names it and where it came from.
+        """
+        env = os.environ if env is None else env
+        table = _as_table(config)
+
+        secret = sorted(k for k in table if str(k).lower() in _SECRET_KEYS)
+        if secret:
+            # Never echo the value: it may be a real key.
+            raise LLMConfigError(
+                f"[llm] {', '.join(secret)} in workspace.toml: a workspace never stores the API "
+                "key because it is meant to be shared. Remove it and set the OPENAI_API_KEY "
+                "environment variable instead.")
+        unknown = sorted(str(k) for k in table if k not in _CONFIG_KEYS)
+        if unknown:
+            raise LLMConfigError(
+                f"[llm] has unknown setting(s) {', '.join(unknown)}; allowed: "
+                f"{', '.join(_CONFIG_KEYS)}.")
+
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for key, value in table.items():
+            values[key] = value
+            sources[key] = f"[llm] {key} in workspace.toml"
+        for key, var in (("model", "CHATBCI_MODEL"), ("base_url", "OPENAI_BASE_URL")):
+            value = _env_value(env, var)
+            if value is not None:
+                values[key] = value
+                sources[key] = f"the {var} environment variable"
+        values.setdefault("model", DEFAULT_MODEL)
+        values.setdefault("base_url", None)
+        values["api_key"] = SecretStr(_env_value(env, "OPENAI_API_KEY") or "")
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            problems = []
+            for error in err.errors():
+                key = str(error["loc"][0]) if error["loc"] else "?"
+                where = sources.get(key, key)
+                shown = "" if key == "api_key" else f" = {values.get(key)!r}"
+                msg = error["msg"].removeprefix("Value error, ")
+                problems.append(f"{where}{shown}: {msg}")
+            raise LLMConfigError("Invalid LLM setting: " + "; ".join(problems) + ".") from None
+
+    @property
+    def effective_base_url(self) -> str:
+        """Where requests go: ``base_url``, or OpenAI's API if unset."""
+        return self.base_url or OPENAI_BASE_URL
+
+    @property
+    def uses_openai(self) -> bool:
+        """Whether requests go to OpenAI's own API (which needs a key)."""
+        return (urlparse(self.effective_base_url).hostname or "") == "api.openai.com"
+
+    @property
+    def has_credentials(self) -> bool:
+        """Whether an LLM can be used: a key is set, or a non-OpenAI server is configured.
+
+        Local servers (Ollama, vLLM, LM Studio) need no key; OpenAI does.
+        When False, the session uses the offline rule-based backend.
+        """
+        return bool(self.api_key.get_secret_value()) or not self.uses_openai
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings for provenance and display: everything but the key."""
+        return {"model": self.model, "base_url": self.effective_base_url,
+                "timeout": self.timeout, "max_retries": self.max_retries,
+                "temperature": self.temperature,
+                "api_key_set": bool(self.api_key.get_secret_value())}
+
+
+def _as_table(config: Any) -> dict[str, Any]:
+    if config is None:
+        return {}
+    if hasattr(config, "llm") and not isinstance(config, Mapping):
+        config = config.llm  # a whole workspace config object
+    if hasattr(config, "model_dump"):
+        config = config.model_dump()
+    if not isinstance(config, Mapping):
+        raise LLMConfigError(f"[llm] must be a table of settings, not {type(config).__name__}.")
+    return {k: v for k, v in config.items() if v is not None}
+
+
+# --------------------------------------------------------------------------
+# The OpenAI backend
+# --------------------------------------------------------------------------
+
+class _AttemptFailed(Exception):
+    """One attempt failed; the retry loop decides what happens next."""
+
+    def __init__(self, reason: str, detail: str, *, retryable: bool,
+                 status_code: int | None = None, retry_after: float | None = None):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.retryable = retryable
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class OpenAIChat:
+    """A :class:`Backend` for any OpenAI-compatible Chat Completions server.
+
+    Parameters
+    ----------
+    settings : LLMSettings | None
+        Defaults to ``LLMSettings.resolve()`` (environment only).
+    backoff : float
+        Delay before the first retry, in seconds; doubled at each retry
+        (minus up to 25 % jitter, so that clients do not retry in step).
+    max_backoff : float
+        Upper bound of that delay.
+    max_retry_after : float
+        Upper bound of a wait asked for by the server's ``Retry-After``:
+        a long one (an exhausted daily quota) is not worth blocking the
+        notebook for; the last attempt then reports the 429.
+    sleep : callable
+        ``sleep(seconds)``; tests may record the waits instead.
+
+    Examples
+    --------
+    >>> chat = OpenAIChat(LLMSettings.resolve())                 # doctest: +SKIP
+    >>> reply = chat.complete([{"role": "user", "content": "Hi"}],
+    ...                       on_delta=lambda s: print(s, end=""))
+    """
+
+    name = "openai"
+    is_llm = True
+
+    def __init__(self, settings: LLMSettings | None = None, *, backoff: float = 0.5,
+                 max_backoff: float = 8.0, max_retry_after: float = 20.0,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.settings = settings if settings is not None else LLMSettings.resolve()
+        if backoff < 0 or max_backoff < 0 or max_retry_after < 0:
+            raise ValueError("backoff, max_backoff and max_retry_after must be >= 0")
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_retry_after = max_retry_after
+        self._sleep = sleep
+        self._random = random.Random()
+        key = self.settings.api_key.get_secret_value()
+        self._client = openai.OpenAI(
+            api_key=key or NO_KEY_PLACEHOLDER,
+            # Explicit, so the SDK does not read OPENAI_BASE_URL behind the
+            # settings' back (resolve() may have been given another env).
+            base_url=self.settings.effective_base_url,
+            timeout=self.settings.timeout,
+            # Retries are ours: the SDK cannot retry a stream cut halfway.
+            max_retries=0,
+        )
+
+    @property
+    def model(self) -> str:
+        return self.settings.model
+
+    def __repr__(self) -> str:
+        return f"OpenAIChat(model={self.model!r}, base_url={self.settings.effective_base_url!r})"
+
+    def close(self):
+        """Release the HTTP connections."""
+        self._client.close()
+
+    def __enter__(self) -> OpenAIChat:
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # -- the call -----------------------------------------------------------
+
+    def complete(self, messages: Sequence[Mapping[str, Any]],
+                 tools: Sequence[Mapping[str, Any]] | None = None,
+                 on_delta: DeltaCallback | None = None,
+                 tool_choice: Any = "auto", *,
+                 on_reset: Callable[[], None] | None = None) -> Completion:
+        """Ask the model for the next assistant message, streaming it.
+
+        The answer is always streamed, so ``on_delta`` sees the text as it
+        is written, and the token usage is requested in the stream. Tool
+        calls are assembled from their fragments.
+
+        Parameters
+        ----------
+        messages : list of dict
+            The conversation, in the Chat Completions format.
+        tools : list of dict | None
+            Tool schemas. ``tool_choice`` is sent only with tools, since the
+            API rejects it alone.
+        on_delta : callable | None
+            Called with each piece of text as it arrives. Exceptions it
+            raises are not caught (raise one to stop the stream).
+        tool_choice : {"auto", "none", "required"} | dict
+        on_reset : callable | None
+            Called before a retry if ``on_delta`` already received text from
+            the failed attempt: that text is void, and the retry streams the
+            answer again from its start. Nothing is buffered, so without
+            ``on_reset`` a live display may show a partial answer followed
+            by the full one.
+
+        Returns
+        -------
+        Completion
+
+        Raises
+        ------
+        LLMError
+            A failure no retry can fix (401, 404, ...: raised at once), or
+            retryable failures on every one of ``1 + max_retries`` attempts.
+            Text already passed to ``on_delta`` is then an incomplete answer.
+        """
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(messages),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self.settings.temperature is not None:
+            request["temperature"] = self.settings.temperature
+        if tools:
+            request["tools"] = list(tools)
+            request["tool_choice"] = tool_choice
+
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            assembly = _Assembly()
+            try:
+                self._attempt(request, assembly, on_delta)
+            except _AttemptFailed as failure:
+                if not failure.retryable or attempt > self.settings.max_retries:
+                    raise self._error(failure, attempt) from failure.__cause__
+                if assembly.emitted and on_reset is not None:
+                    on_reset()
+                self._sleep(self._delay(attempt, failure.retry_after))
+                continue
+            return assembly.completion(default_model=self.model,
+                                       latency_s=time.monotonic() - started, attempts=attempt)
+
+    def _attempt(self, request: dict, assembly: _Assembly, on_delta: DeltaCallback | None):
+        try:
+            stream = self._client.chat.completions.create(**request)
+        except openai.OpenAIError as err:
+            raise self._classify(err) from err
+        with stream:  # closes the connection even if on_delta raises
+            iterator = iter(stream)
+            while True:
+                # Only the SDK's reading and parsing is guarded: exceptions
+                # from on_delta are the caller's and must pass through.
+                try:
+                    chunk = next(iterator)
+                except StopIteration:
+                    break
+                except (openai.OpenAIError, ValueError, TypeError) as err:
+                    # ValueError/TypeError: an event that is not valid JSON
+                    # or not shaped like a chunk.
+                    raise self._classify(err) from err
+                fragment = assembly.absorb(chunk)
+                if fragment and on_delta is not None:
+                    assembly.emitted = True
+                    on_delta(fragment)
+        if assembly.finish_reason is None:
+            raise _AttemptFailed(
+                "truncated", "the answer stream ended before the answer was complete "
+                "(no finish_reason)", retryable=True)
+
+    # -- failures -----------------------------------------------------------
+
+    def _classify(self, err: Exception) -> _AttemptFailed:
+        timeout = self.settings.timeout
+        if isinstance(err, openai.APITimeoutError):
+            return _AttemptFailed("timeout", f"no answer within the {timeout:g} s timeout",
+                                  retryable=True)
+        if isinstance(err, openai.APIConnectionError):
+            cause = err.__cause__ or err.__context__
+            why = f": {cause}" if cause is not None and str(cause) else ""
+            return _AttemptFailed("connection", f"the connection failed{why}", retryable=True)
+        if isinstance(err, openai.APIStatusError):
+            status = err.status_code
+            message, code = _server_message(err)
+            detail = f"HTTP {status}" + (f": {message}" if message else "")
+            if status == 429:
+                if code == "insufficient_quota":
+                    return _AttemptFailed("quota", detail, retryable=False, status_code=status)
+                return _AttemptFailed("rate_limit", detail, retryable=True, status_code=status,
+                                      retry_after=_retry_after(err.response.headers))
+            if status >= 500 or status in (408, 409):
+                return _AttemptFailed("server_error", detail, retryable=True, status_code=status,
+                                      retry_after=_retry_after(err.response.headers))
+            reason = {400: "bad_request", 401: "auth", 403: "permission",
+                      404: "not_found", 422: "bad_request"}.get(status, "http_error")
+            return _AttemptFailed(reason, detail, retryable=False, status_code=status)
+        if isinstance(err, openai.APIError):
+            # An {"error": ...} event in the middle of a stream: the server
+            # gave up on this answer, another attempt may well succeed.
+            return _AttemptFailed("server_error", f"the server reported an error in the "
+                                  f"stream ({_clip(str(err), 300)})", retryable=True)
+        if isinstance(err, (ValueError, TypeError)):
+            return _AttemptFailed("invalid_response", "the server sent a stream event that is "
+                                  f"not a valid chat completion chunk ({_clip(str(err), 200)})",
+                                  retryable=True)
+        return _AttemptFailed("error", f"{type(err).__name__}: {_clip(str(err), 300)}",
+                              retryable=False)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        return delay * (1 - 0.25 * self._random.random())
+
+    def _error(self, failure: _AttemptFailed, attempts: int) -> LLMError:
+        where = self.settings.effective_base_url
+        model = self.model
+        key_set = bool(self.settings.api_key.get_secret_value())
+        detail = failure.detail
+        status = failure.status_code
+        if failure.reason == "auth":
+            hint = ("Check OPENAI_API_KEY: " + ("it is not set." if not key_set else
+                    "the server did not accept it (expired, revoked, or for another "
+                    "provider?)."))
+            text = f"The LLM server at {where} rejected the API key ({detail}). {hint}"
+        elif failure.reason == "not_found":
+            text = (f"Model {model!r} not found at {where} ({detail}). Check the model name "
+                    "(CHATBCI_MODEL or [llm] model; for Azure, the deployment name) and that "
+                    "base_url is the API root, usually ending in /v1.")
+        elif failure.reason == "permission":
+            text = (f"The LLM server at {where} refused access to model {model!r} ({detail}). "
+                    f"Check that OPENAI_API_KEY may use this model, {_OFFLINE}.")
+        elif failure.reason == "quota":
+            text = (f"The account behind OPENAI_API_KEY has no quota left at {where} "
+                    f"({detail}). Check the plan and billing, {_OFFLINE}.")
+        elif failure.reason == "bad_request":
+            text = (f"The LLM server at {where} rejected the request for model {model!r} "
+                    f"({detail}). The model may not support tool calling or streaming; try "
+                    f"another model, {_OFFLINE}.")
+        elif not failure.retryable:
+            text = (f"LLM request to model {model!r} at {where} failed ({detail}). Check "
+                    f"base_url, the model and OPENAI_API_KEY, {_OFFLINE}.")
+        else:
+            tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+            if failure.reason == "timeout":
+                hint = (f"The server may be overloaded or the model still loading; raise "
+                        f"[llm] timeout (now {self.settings.timeout:g} s), check base_url, "
+                        f"{_OFFLINE}.")
+            elif failure.reason == "connection":
+                hint = f"Is the server running and is base_url right? Check it, {_OFFLINE}."
+            elif failure.reason == "rate_limit":
+                hint = (f"The provider is limiting requests or tokens; wait a minute and try again, "
+                        f"{_OFFLINE}.")
+            else:
+                hint = f"Check base_url, the model and OPENAI_API_KEY, {_OFFLINE}."
+            text = (f"LLM request to model {model!r} at {where} failed after {tries}: "
+                    f"{detail}. {hint}")
+        return LLMError(self._scrub(text), reason=failure.reason, status_code=status,
+                        attempts=attempts)
+
+    def _scrub(self, text: str) -> str:
+        # Servers sometimes quote the key they rejected; never pass it on.
+        key = self.settings.api_key.get_secret_value()
+        return text.replace(key, "[REDACTED]") if len(key) >= 4 else text
+
+
+def _server_message(err: openai.APIStatusError) -> tuple[str, str | None]:
+    """The error message and code of an OpenAI-style error body."""
+    body = err.body
+    if isinstance(body, Mapping):
+        message = body.get("message")
+        code = body.get("code")
+        return _clip(str(message or err.message), 300), (str(code) if code else None)
+    return _clip(str(err.message), 300), None
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or a date)."""
+    if not headers:
+        return None
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            if name == "retry-after":
+                parsed = email.utils.parsedate_tz(value)
+                if parsed is not None:
+                    seconds = email.utils.mktime_tz(parsed) - time.time()
+                else:
+                    continue
+            else:
+                continue
+        if math.isfinite(seconds):
+            return max(0.0, seconds)
+    return None
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+class _Assembly:
+    """Builds a :class:`Completion` from stream chunks.
+
+    The chunks come from ``model_construct`` (the SDK does not validate
+    them), so every field is read defensively: a server that leaves one out
+    must not crash the client.
+    """
+
+    def __init__(self):
+        self.text: list[str] = []
+        self.calls: list[dict[str, Any]] = []
+        self._by_index: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.usage: dict[str, int] | None = None
+        self.model: str | None = None
+        #: Whether on_delta received text of this attempt.
+        self.emitted = False
+
+    def absorb(self, chunk: Any) -> str:
+        """Take one chunk in; return its text ("" if none)."""
+        model = getattr(chunk, "model", None)
+        if isinstance(model, str) and model and not self.model:
+            self.model = model
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = _usage_dict(usage)
+        pieces = []
+        for choice in getattr(chunk, "choices", None) or ():
+            # We never ask for n > 1; a server sending other choices is ignored.
+            if getattr(choice, "index", 0) not in (0, None):
+                continue
+            delta = getattr(choice, "delta", None)
+            if delta is not None:
+                for name in ("content", "refusal"):  # a refusal is text for the human too
+                    piece = getattr(delta, name, None)
+                    if piece is None:
+                        continue
+                    if not isinstance(piece, str):
+                        raise _AttemptFailed("invalid_response", f"a chunk's delta.{name} is "
+                                             f"{type(piece).__name__}, not text", retryable=True)
+                    pieces.append(piece)
+                for call in getattr(delta, "tool_calls", None) or ():
+                    self._absorb_call(call)
+            reason = getattr(choice, "finish_reason", None)
+            if reason:
+                self.finish_reason = str(reason)
+        text = "".join(pieces)
+        if text:
+            self.text.append(text)
+        return text
+
+    def _absorb_call(self, call: Any):
+        index = getattr(call, "index", None)
+        call_id = getattr(call, "id", None) or None
+        function = getattr(call, "function", None)
+        name = getattr(function, "name", None) if function is not None else None
+        arguments = getattr(function, "arguments", None) if function is not None else None
+
+        slot = self._by_index.get(index) if isinstance(index, int) else None
+        # Some servers number every call 0 but give each its own id: a new
+        # id at a known index starts a new call.
+        if slot is not None and call_id and slot["id"] and call_id != slot["id"]:
+            slot = None
+        if slot is None and call_id:
+            slot = next((c for c in self.calls if c["id"] == call_id), None)
+        if slot is None and index is None and call_id is None and self.calls:
+            slot = self.calls[-1]  # an unnumbered continuation
+        if slot is None:
+            slot = {"id": call_id or "", "name": "", "arguments": []}
+            self.calls.append(slot)
+        if isinstance(index, int):
+            self._by_index[index] = slot
+        if call_id and not slot["id"]:
+            slot["id"] = call_id
+        if isinstance(name, str) and name and name != slot["name"]:
+            # OpenAI sends the name once; a server splitting it is joined up.
+            slot["name"] += name
+        if isinstance(arguments, str) and arguments:
+            slot["arguments"].append(arguments)
+
+    def completion(self, *, default_model: str, latency_s: float, attempts: int) -> Completion:
+        calls = [ToolCall(id=c["id"] or f"call_{uuid.uuid4().hex[:24]}", name=c["name"],
+                          arguments="".join(c["arguments"]))
+                 for c in self.calls]
+        return Completion(text="".join(self.text), tool_calls=calls,
+                          finish_reason=self.finish_reason, usage=self.usage,
+                          model=self.model or default_model, latency_s=latency_s,
+                          attempts=attempts)
+
+
+def _usage_dict(usage: Any) -> dict[str, int] | None:
+    out = {}
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        value = getattr(usage, name, None)
+        if isinstance(value, int):
+            out[name] = value
+    return out or None

@@ -1,0 +1,331 @@
+"""The offline assistant: deterministic rules, no LLM, same tools.
+
+Without an API key, chatbci still works: this backend reads the human's
+message with a handful of patterns (list/describe datasets, explore subject
+N, benchmark pipelines X on dataset Y subjects A-B, compare, show results,
+define a pipeline, add or search notes, suggest pipelines) and answers with
+the same tool calls an LLM would make, through the same session, autonomy
+policy and journal. It always says what it is, never poses as a language
+model, and explains how to connect one when it does not understand.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import re
+import time
+
+from .llm import Completion, ToolCall
+
+LABEL = "Offline assistant (rule-based, not an LLM)"
+
+CANONICAL = ("CSP+LDA", "TS+LR", "TS+SVM", "MDM", "FgMDM", "FBCSP+SVM", "ACM+TS+SVM")
+
+HELP = f"""{LABEL}: I did not understand that. I can:
+- list datasets / describe PhysionetMI
+- explore subject 1 [of SimulatedMI]
+- benchmark CSP+LDA, TS+LR and MDM on SimulatedMI subjects 1-5 [cross-session]
+- suggest pipelines
+- define pipeline MyTS: Covariances(estimator=oas) + TangentSpace + LogisticRegression(C=0.5)
+- compare pipelines / show results
+- note: <title>: <text>   /   search notes for <words>
+- list components
+To work with a language model instead, set OPENAI_API_KEY (OpenAI), or OPENAI_BASE_URL for
+Azure OpenAI, Ollama (http://localhost:11434/v1), vLLM or LM Studio, and restart the session."""
+
+
+def _words(text):
+    return " ".join(text.split())
+
+
+def _state(messages):
+    """The workspace state JSON the session put in the system message."""
+    for m in messages:
+        if m.get("role") == "system":
+            match = re.search(r'<data source="workspace-state">\s*(\{.*\})\s*</data>',
+                              m.get("content") or "", re.S)
+            if match:
+                try:
+                    return json.loads(match.group(1))
+                except ValueError:
+                    return {}
+    return {}
+
+
+def _human_text(message):
+    """The human's words, without the session's bracketed notices."""
+    lines = [ln for ln in (message.get("content") or "").splitlines()
+             if not ln.startswith("[The human ")]
+    return "\n".join(lines).strip()
+
+
+def _dataset_in(text, default):
+    from chatbci.bci.datasets import catalog
+
+    names = sorted(catalog()["name"], key=len, reverse=True)
+    for name in names:
+        if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.I):
+            return name
+    return default
+
+
+def _subjects_in(text):
+    m = re.search(r"subjects?\s+((?:\d+\s*(?:-|to|–)\s*\d+|\d+)(?:\s*(?:,|and)\s*"
+                  r"(?:\d+\s*(?:-|to|–)\s*\d+|\d+))*)", text, re.I)
+    if not m:
+        return None
+    spec = re.sub(r"\s*(?:to|–)\s*", "-", m.group(1))
+    spec = re.sub(r"\s*(?:,|and)\s*", ",", spec)
+    return re.sub(r"\s+", "", spec)
+
+
+def _pipelines_in(text, known=()):
+    found = []
+    for name in list(known) + list(CANONICAL):
+        pattern = rf"(?<![\w+-]){re.escape(name)}(?![\w+-])"
+        if re.search(pattern, text, re.I) and name not in found:
+            # "TS+SVM" also contains "SVM"; canonical names are matched whole.
+            found.append(name)
+    return found
+
+
+def _evaluation_in(text):
+    for ev in ("cross-session", "cross-subject", "within-session"):
+        if re.search(ev.replace("-", r"[\s-]?"), text, re.I):
+            return ev
+    return None
+
+
+def _value(text):
+    text = text.strip()
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text.strip("'\"")
+
+
+def _parse_steps(spec):
+    """``Covariances(estimator=oas) + TangentSpace + LogisticRegression(C=0.5)``."""
+    steps = []
+    for part in re.split(r"\s*(?:\+|->|→|,\s*then)\s*", spec.strip()):
+        m = re.fullmatch(r"([A-Za-z_]\w*)\s*(?:\((.*)\))?", part.strip())
+        if not m:
+            raise ValueError(part)
+        params = {}
+        if m.group(2):
+            for kv in filter(None, (p.strip() for p in m.group(2).split(","))):
+                key, _, val = kv.partition("=")
+                params[key.strip()] = _value(val)
+        steps.append({"name": m.group(1), "parameters": params})
+    return steps
+
+
+class OfflineBackend:
+    """A deterministic, rule-based stand-in for an LLM (see module docstring)."""
+
+    name = "offline"
+    model = "offline-rules"
+    is_llm = False
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay  # per streamed word, to demo streaming
+        self._ids = itertools.count(1)
+
+    # -- Backend protocol ---------------------------------------------------------
+
+    def complete(self, messages, tools=None, on_delta=None, tool_choice="auto", *,
+                 on_reset=None) -> Completion:
+        t0 = time.perf_counter()
+        last = messages[-1] if messages else {}
+        if last.get("role") == "tool":
+            text = self._summarise(messages)
+            calls = []
+        else:
+            user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+            text, calls = self._interpret(_human_text(user), _state(messages))
+        if text and on_delta is not None:
+            for piece in re.findall(r"\S+\s*|\s+", text):
+                on_delta(piece)
+                if self.delay:
+                    time.sleep(self.delay)
+        return Completion(text=text, tool_calls=calls,
+                          finish_reason="tool_calls" if calls else "stop", usage=None,
+                          model=self.model, latency_s=time.perf_counter() - t0)
+
+    # -- the rules ----------------------------------------------------------------
+
+    def _call(self, name, args):
+        return ToolCall(id=f"offline-{next(self._ids)}", name=name,
+                        arguments=json.dumps(args))
+
+    def _interpret(self, text, state):
+        t = _words(text)
+        low = t.lower()
+        scope = state.get("scope") or {}
+        default_ds = (scope.get("datasets") or ["SimulatedMI"])[0]
+        known = state.get("pipelines") or []
+
+        m = re.match(r"(?:please\s+)?(?:add\s+(?:a\s+)?)?note\s*:\s*(.+?)\s*:\s*(.+)", t, re.I | re.S)
+        if m:
+            return "", [self._call("add_note", {"title": m.group(1), "body": m.group(2)})]
+        m = re.search(r"(?:search|find)\s+(?:the\s+)?(?:notes|knowledge)(?:\s+base)?\s+"
+                      r"(?:for|about)\s+(.+)|what do we know about\s+(.+)", t, re.I)
+        if m:
+            query = (m.group(1) or m.group(2)).strip(" ?.")
+            return "", [self._call("search_knowledge", {"query": query})]
+        m = re.search(r"define\s+(?:a\s+)?pipeline\s+([\w+.\-]+)\s*[:=]\s*(.+)", t, re.I)
+        if m:
+            try:
+                steps = _parse_steps(m.group(2))
+            except ValueError as err:
+                return (f"{LABEL}: I could not read the step {str(err)!r}. Write steps as "
+                        "Name(param=value) joined by '+'."), []
+            return "", [self._call("define_pipeline", {"name": m.group(1), "steps": steps})]
+        if re.search(r"\bexplore\b|\berd\b|\bers\b|band power|\bpsd\b", low):
+            m = re.search(r"subject\s+(\d+)", low)
+            if not m:
+                return f"{LABEL}: which subject? e.g. 'explore subject 1'.", []
+            return "", [self._call("explore_subject", {
+                "dataset": _dataset_in(t, default_ds), "subject": int(m.group(1))})]
+        if re.search(r"\b(benchmark|evaluate|run)\b", low) and (
+                _pipelines_in(t, known) or "pipeline" in low):
+            pipes = _pipelines_in(t, known) or ["CSP+LDA", "TS+LR", "MDM"]
+            args = {"pipelines": pipes, "dataset": _dataset_in(t, default_ds),
+                    "subjects": _subjects_in(t) or scope.get("subjects") or "1-5"}
+            if isinstance(args["subjects"], list):
+                args["subjects"] = ",".join(map(str, args["subjects"]))
+            ev = _evaluation_in(t)
+            if ev:
+                args["evaluation"] = ev
+            return "", [self._call("run_benchmark", args)]
+        if re.search(r"\b(suggest|propose|recommend)\b.*\bpipelines?\b|what should (i|we) try",
+                     low):
+            dataset = _dataset_in(t, default_ds)
+            subjects = _subjects_in(t) or scope.get("subjects") or "1-5"
+            if isinstance(subjects, list):
+                subjects = ",".join(map(str, subjects))
+            action = {"tool": "run_benchmark",
+                      "args": {"pipelines": ["CSP+LDA", "TS+LR", "MDM"], "dataset": dataset,
+                               "subjects": subjects}}
+            rationale = ("Start from three canonical MOABB pipelines that cover the main "
+                         "families for motor imagery: spatial filtering (CSP+LDA), Riemannian "
+                         "tangent space (TS+LR) and Riemannian minimum distance (MDM), on a "
+                         "few subjects before scaling up.")
+            return "", [self._call("propose", {"action": action, "rationale": rationale})]
+        if re.search(r"\bcompare\b|\bstatistic|\bsignifican", low):
+            args = {}
+            pipes = _pipelines_in(t, known)
+            if len(pipes) >= 2:
+                args["pipelines"] = pipes
+            return "", [self._call("compare_pipelines", args)]
+        if re.search(r"\b(show|list|see)\b.*\bresults?\b|^results?\b", low):
+            return "", [self._call("show_results", {})]
+        if re.search(r"\bcomponents?\b", low):
+            return "", [self._call("list_components", {})]
+        if re.search(r"\b(describe|tell me about|info(?:rmation)? (?:on|about))\b", low):
+            ds = _dataset_in(t, None)
+            if ds:
+                return "", [self._call("describe_dataset", {"name": ds})]
+        if re.search(r"\bdatasets?\b", low):
+            args = {}
+            if re.search(r"left.*right|right.*left|hand", low):
+                args["classes"] = ["left_hand", "right_hand"]
+            return "", [self._call("list_datasets", args)]
+        if re.search(r"\bexport\b", low):
+            return (f"{LABEL}: to export this session for a paper, run "
+                    "`chatbci export <workspace> --format md` (or html, tex, json, ipynb)."), []
+        if re.fullmatch(r"(hi|hello|hey|help|\?)[!. ]*", low):
+            return HELP.replace("I did not understand that. ", ""), []
+        return HELP, []
+
+    def _summarise(self, messages):
+        """Describe the results of the tool calls of the last assistant message."""
+        tail = []
+        for m in reversed(messages):
+            if m.get("role") != "tool":
+                break
+            tail.append(m)
+        tail.reverse()
+        parts = [_summary_line(m.get("content") or "") for m in tail]
+        return f"{LABEL}: " + " ".join(p for p in parts if p)
+
+
+def _payload(content):
+    m = re.search(r'<data source="tool_result" tool="([\w]+)" event="#(\d+)">\s*(.*?)\s*</data>',
+                  content, re.S)
+    if m:
+        return m.group(1), int(m.group(2)), json.loads(m.group(3))
+    try:
+        return None, None, json.loads(content)
+    except ValueError:
+        return None, None, {"text": content}
+
+
+def _summary_line(content):
+    tool, event, data = _payload(content)
+    cite = f" [{tool} #{event}]" if event else ""
+    if not isinstance(data, dict):
+        return f"The tool returned {str(data)[:200]}{cite}."
+    if "error" in data:
+        return f"The tool reported a problem: {data['error']}"
+    if data.get("suggestion_id"):
+        reason = data.get("reason")
+        why = f" ({reason})" if reason else ""
+        return (f"I have recorded suggestion #{data['suggestion_id']}{why}. Please approve, "
+                "reject or modify it.")
+    if tool == "list_datasets":
+        names = ", ".join(d["name"] for d in data["datasets"][:12])
+        more = "" if data["n_datasets"] <= 12 else f" and {data['n_datasets'] - 12} more"
+        return f"{data['n_datasets']} motor-imagery datasets: {names}{more}{cite}."
+    if tool == "describe_dataset":
+        return (f"{data.get('name')}: {data.get('n_subjects')} subjects, "
+                f"{data.get('n_sessions')} session(s), {data.get('n_channels')} EEG channels at "
+                f"{data.get('sfreq')} Hz, classes {', '.join(data.get('classes') or [])}; "
+                f"DOI {data.get('doi') or 'n/a'}{cite}.")
+    if tool == "explore_subject":
+        bp = (data.get("band_power") or {}).get("best") or {}
+        erd = (data.get("erd_ers") or {}).get("strongest_erd") or {}
+        line = f"Subject {data.get('subject')} of {data.get('dataset')}: "
+        if bp:
+            line += (f"the classes differ most at {bp.get('channel')} in the {bp.get('band')} "
+                     f"band (Hedges' g {bp.get('effect_size')}, AUC {bp.get('auc')})")
+        if erd:
+            line += (f"; strongest ERD {erd.get('value')}% for {erd.get('class')} at "
+                     f"{erd.get('channel')} ({erd.get('band')})")
+        return line + f"{cite}. Figures are shown below."
+    if tool == "run_benchmark":
+        scores = "; ".join(f"{p} {s['mean']:.3f} ± {s['sd']:.3f}"
+                           for p, s in data["scores"].items())
+        return (f"{data['evaluation']} on {data['dataset']}, subjects {data['subjects']} "
+                f"({data['metric']}): {scores}. Best: {data['best']}{cite}.")
+    if tool == "compare_pipelines":
+        out = []
+        for c in data["comparisons"]:
+            pairs = ", ".join(f"vs {p['worse']}: p={p['p']}, smd={p['smd']}"
+                              for p in c["vs_best"])
+            out.append(f"{c['dataset']} ({c['evaluation']}, {c['n_subjects']} subjects, "
+                       f"{c['test']} test): best {c['best']} ({c['best_mean']:.3f}); {pairs}")
+        return "; ".join(out) + f"{cite}."
+    if tool == "show_results":
+        rows = "; ".join(f"{r['pipeline']} {r['mean']:.3f} ± {r['sd']:.3f} "
+                         f"({r['dataset']}, n={r['n_subjects']})" for r in data["results"])
+        return f"Results so far: {rows}{cite}."
+    if tool == "define_pipeline":
+        return (f"Pipeline {data['name']} ({' → '.join(data['steps'])}) saved to "
+                f"{data['path']}{cite}.")
+    if tool == "add_note":
+        status = "verified" if data.get("verified") else "unverified until a human verifies it"
+        return f"Note {data['note_id']} added ({status}){cite}."
+    if tool == "search_knowledge":
+        notes = data.get("notes") or []
+        if not notes:
+            return f"No notes match '{data.get('query')}'{cite}."
+        titles = "; ".join(f"{n['title']} ({'verified' if n['verified'] else 'unverified'})"
+                           for n in notes)
+        return f"Notes about '{data.get('query')}': {titles}{cite}."
+    if tool == "list_components":
+        return (f"{len(data['components'])} components are allowed; canonical pipelines: "
+                f"{', '.join(data['canonical_pipelines'])}{cite}.")
+    return f"Done{cite}."
