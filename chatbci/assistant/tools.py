@@ -640,13 +640,20 @@ def compare_pipelines_tool(ctx, args):
     """Compare pipelines statistically on the workspace's results: paired
     permutation/Wilcoxon tests per dataset (MOABB), standardised mean
     differences, and which pipeline is best."""
-    from chatbci.bci.statistics import compare_pipelines, paired_plot, summary_table
+    from chatbci.bci.statistics import (
+        compare_pipelines,
+        paired_plot,
+        paired_subset,
+        summary_table,
+    )
 
     df = _select_results(ctx.workspace, args)
     out, artifacts = [], []
     for (evaluation, dataset), part in df.groupby(["evaluation", "dataset"]):
         if part["pipeline"].nunique() < 2:
             continue
+        # Best and tests on the subjects every pipeline was scored on.
+        part = paired_subset(part)
         stats = compare_pipelines(part)
         table = summary_table(part, stats)
         best = table.iloc[0]

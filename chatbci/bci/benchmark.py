@@ -414,12 +414,25 @@ def _rows_per_fold(records, subject_of_fold, n_channels):
     ]
 
 
-def _subject_task(dataset, subject, groups, evaluation, random_state, blas_threads):
+def _quiet_worker(log_level):
+    """MNE's log level and MOABB's deprecation noise, inside a worker process."""
+    import warnings
+
+    import mne
+
+    # MOABB 1.7 still asks MNE for the deprecated "standard_1005" montage name.
+    warnings.filterwarnings("ignore", message="Montage name", category=FutureWarning)
+    mne.set_log_level(log_level)
+
+
+def _subject_task(dataset, subject, groups, evaluation, random_state, blas_threads,
+                  log_level="WARNING"):
     """Evaluate the pipelines still missing for one subject (runs in a worker).
 
     ``groups`` holds ``(paradigm, entries, cache)``: one data load per
     paradigm, every pipeline's rows written to the cache as soon as known.
     """
+    _quiet_worker(log_level)
     out = []
     with threadpool_limits(limits=blas_threads):
         for paradigm, entries, cache in groups:
@@ -448,7 +461,7 @@ def _cross_subject(dataset, subjects, paradigm, work, random_state, cache, n_job
     folds are skipped (their results are cached).
     """
     loaded = Parallel(n_jobs=n_jobs)(
-        delayed(load_epochs_array)(dataset, paradigm, s) for s in subjects
+        delayed(_load_quietly)(dataset, paradigm, s) for s in subjects
     )
     X = np.concatenate([item[0] for item in loaded])
     y = np.concatenate([item[1] for item in loaded])
@@ -479,6 +492,11 @@ def _cross_subject(dataset, subjects, paradigm, work, random_state, cache, n_job
             out.extend(rows)
             bar.update(len(work[test_subject]))
     return out
+
+
+def _load_quietly(dataset, paradigm, subject, log_level="WARNING"):
+    _quiet_worker(log_level)
+    return load_epochs_array(dataset, paradigm, subject)
 
 
 def _cross_subject_fold(plans, y, metadata, fold, test_subject, n_channels, scoring,
@@ -571,7 +589,8 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
 
     t_start = perf_counter()
     rows, n_cached, n_computed = [], 0, 0
-    with mne.utils.use_log_level(verbose if verbose is not None else "WARNING"):
+    log_level = verbose if verbose is not None else "WARNING"
+    with mne.utils.use_log_level(log_level):
         caches = {}
         for par, members in groups:
             context = dict(
@@ -619,7 +638,7 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
                                for par, _ in groups]
                 task_groups = [g for g in task_groups if g[1]]
                 tasks.append(delayed(_subject_task)(ds, s, task_groups, evaluation,
-                                                    random_state, blas_threads))
+                                                    random_state, blas_threads, log_level))
             results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
             try:
                 for subject, subject_rows in results:

@@ -52,7 +52,7 @@ def compare_pipelines(results, perm_cutoff=20):
     from moabb.analysis.meta_analysis import compute_dataset_statistics
 
     _check_results(results, min_pipelines=2)
-    df = _paired(results)
+    df = paired_subset(results)
     stats = compute_dataset_statistics(df, perm_cutoff=perm_cutoff)
     stats = stats[stats["pipe1"] != stats["pipe2"]].drop(columns=["index"])
     stats["p"] = stats["p"].astype(float)
@@ -60,8 +60,14 @@ def compare_pipelines(results, perm_cutoff=20):
     return stats.reset_index(drop=True)
 
 
-def _paired(results):
-    """Keep, per dataset, the subjects scored by every pipeline (paired tests)."""
+def paired_subset(results):
+    """Keep, per dataset, the subjects scored by every pipeline (paired tests).
+
+    Raises
+    ------
+    StatisticsError
+        Fewer than 2 subjects are common to all pipelines of a dataset.
+    """
     df = results.copy()
     df["score"] = df["score"].astype(float)
     df["subject"] = df["subject"].astype(str)
@@ -168,10 +174,17 @@ def format_summary(table, digits=3):
 
 def score_plot(results, pipelines=None, chance_level=None):
     """MOABB's score plot (subjects as points, pipelines as colours)."""
+    import contextlib
+    import io
+    import warnings
+
     from moabb.analysis.plotting import score_plot as _score_plot
 
     _check_results(results)
-    fig, _ = _score_plot(results, pipelines=pipelines, chance_level=chance_level)
+    # MOABB prints and warns about cosmetic choices (name shortening, palette size).
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig, _ = _score_plot(results, pipelines=pipelines, chance_level=chance_level)
     return fig
 
 
