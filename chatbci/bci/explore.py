@@ -225,6 +225,15 @@ def _task_window(epochs: mne.BaseEpochs, tmin, tmax) -> tuple[float, float]:
     return tmin, min(tmax, float(epochs.tmax))
 
 
+def _welch_psd(epochs, fmin, fmax, tmin, tmax, channels, verbose):
+    """Welch PSD per epoch over the task window: (freqs, µV²/Hz array)."""
+    spectrum = epochs.compute_psd(
+        method="welch", fmin=fmin, fmax=fmax, tmin=tmin, tmax=tmax, picks=channels,
+        verbose=verbose, **_welch_kwargs(epochs, tmin, tmax),
+    )
+    return spectrum.freqs, spectrum.get_data(picks=channels) * 1e12  # V²/Hz -> µV²/Hz
+
+
 def _welch_kwargs(epochs: mne.BaseEpochs, tmin: float, tmax: float) -> dict:
     """Welch parameters for a task window of a few seconds.
 
@@ -771,18 +780,7 @@ def band_power(
 
     fmin = min(lo for lo, _ in bands.values())
     fmax = max(hi for _, hi in bands.values())
-    spectrum = epochs.compute_psd(
-        method="welch",
-        fmin=fmin,
-        fmax=fmax,
-        tmin=tmin,
-        tmax=tmax,
-        picks=channels,
-        verbose=verbose,
-        **_welch_kwargs(epochs, tmin, tmax),
-    )
-    freqs = spectrum.freqs
-    psds = spectrum.get_data(picks=channels) * 1e12  # V²/Hz -> µV²/Hz
+    freqs, psds = _welch_psd(epochs, fmin, fmax, tmin, tmax, channels, verbose)
     power = {}  # band -> (n_epochs, n_channels) in dB
     for name, band in bands.items():
         mask = _band_mask(freqs, band)
@@ -1029,19 +1027,8 @@ def psd(
             f"range {_MU_PEAK_RANGE[0]:g}-{_MU_PEAK_RANGE[1]:g} Hz"
         )
     tmin, tmax = _task_window(epochs, tmin, tmax)
-    spectrum = epochs.compute_psd(
-        method="welch",
-        fmin=fmin,
-        fmax=fmax,
-        tmin=tmin,
-        tmax=tmax,
-        picks=channels,
-        verbose=verbose,
-        **_welch_kwargs(epochs, tmin, tmax),
-    )
-    freqs = spectrum.freqs
+    freqs, data = _welch_psd(epochs, fmin, fmax, tmin, tmax, channels, verbose)
     # Average power in linear units, then convert: dB of the mean spectrum.
-    data = spectrum.get_data(picks=channels) * 1e12  # µV²/Hz
     labels = np.array([_label_of(c, epochs.event_id) for c in epochs.events[:, 2]])
     mean_db = {
         cls: 10.0 * np.log10(data[labels == cls].mean(axis=0)) for cls in classes
