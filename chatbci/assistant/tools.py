@@ -555,7 +555,9 @@ def _protocol(plan, results):
     ds = plan["dataset"]
     paradigm = make_paradigm("left_right")
     info = dataset_info(ds)
-    filters = {"fmin": getattr(paradigm, "fmin", None), "fmax": getattr(paradigm, "fmax", None)}
+    # MOABB 1.7 keeps the band-pass as ``filters=[[fmin, fmax]]``.
+    (fmin, fmax), = paradigm.filters
+    filters = {"fmin": fmin, "fmax": fmax, "filters": [list(b) for b in paradigm.filters]}
     if any(s.paradigm_kind == "filterbank" for s in plan["specs"]):
         filters["filter_bank"] = [list(b) for b in make_paradigm("left_right", True).filters]
     return {

@@ -1,0 +1,353 @@
+"""The AI-use disclosure: which AI took part, what it proposed, what the human decided.
+
+Counted from the journal, never estimated: every ``suggestion`` is an AI
+proposal; every ``decision`` a human's accept / reject / modify of one;
+a ``tool_call`` by ``ai:<model>`` ran on the AI's own initiative (as the
+autonomy level allowed), one by ``human:<name>`` whose parent is a decision
+ran because a human decided it. Pipelines and benchmark runs are attributed
+the same way. The statement drafted from these facts follows the common
+ground of journals' AI-use policies: name the tool and model (and version),
+say what it was used for, state that the authors reviewed the output and
+take responsibility, and that the AI is not an author.
+"""
+
+from __future__ import annotations
+
+from ._blocks import TABLE, UL, H, P, code
+from .record import load_record
+from .transcript import action_line
+
+__all__ = ["disclosure", "disclosure_blocks"]
+
+_VERDICTS = ("accept", "reject", "modify")
+
+
+def _n(count, word, plural=None) -> str:
+    return f"{count} {word if count == 1 else (plural or word + 's')}"
+
+
+def _origin_name(origin) -> str:
+    if origin["by"] == "ai":
+        return "ai"
+    if origin["by"] == "human-decision":
+        suggested_ai = str(origin.get("suggested_by") or "").startswith("ai:")
+        prefix = "ai-suggested" if suggested_ai else "human-decided"
+        verdict = {"accept": "accepted", "modify": "modified"}.get(origin["verdict"],
+                                                                   origin["verdict"])
+        return f"{prefix}-{verdict}"
+    return origin["by"]
+
+
+def _counts(record) -> dict:
+    suggestions = record.of_kind("suggestion")
+    by_ai = [s for s in suggestions if s.actor.startswith("ai:")]
+    verdicts = {v: 0 for v in _VERDICTS}
+    for s in by_ai:
+        d = record.decision_of.get(s.id)
+        if d is not None and d.payload.get("verdict") in verdicts:
+            verdicts[d.payload["verdict"]] += 1
+    calls = record.of_kind("tool_call")
+    origins = [record.origin(c) for c in calls]
+    ai_calls = [c for c, o in zip(calls, origins) if o["by"] == "ai"]
+    tools = {}
+    for c in ai_calls:
+        tools[c.payload.get("tool")] = tools.get(c.payload.get("tool"), 0) + 1
+    runs = {"total": 0, "by_ai": 0, "after_human_decision": 0, "by_human": 0}
+    for run in record.runs:
+        runs["total"] += 1
+        call = _call_of_run(record, run)
+        by = record.origin(call)["by"] if call is not None else "system"
+        key = {"ai": "by_ai", "human-decision": "after_human_decision",
+               "human": "by_human"}.get(by)
+        if key:
+            runs[key] += 1
+    notes = {"by_ai": 0, "by_human": 0, "ai_notes_verified_by_human": 0}
+    for it in record.of_kind("note"):
+        op = it.payload.get("op")
+        if op == "add":
+            notes["by_ai" if it.actor.startswith("ai:") else "by_human"] += 1
+        elif op == "verify" and str(it.payload.get("author", "")).startswith("ai:"):
+            notes["ai_notes_verified_by_human"] += 1
+    messages = {"human": 0, "ai": 0}
+    for it in record.of_kind("message"):
+        role = record.role(it.actor)
+        if role == "human":
+            messages["human"] += 1
+        elif role in ("ai", "offline"):
+            messages["ai"] += 1
+    return {
+        "suggestions": len(by_ai),
+        "decisions": {**verdicts, "total": sum(verdicts.values())},
+        "undecided": len(by_ai) - sum(verdicts.values()),
+        "tool_calls": {"by_ai": len(ai_calls),
+                       "after_human_decision": sum(o["by"] == "human-decision" for o in origins),
+                       "by_human": sum(o["by"] == "human" for o in origins),
+                       "by_ai_per_tool": dict(sorted(tools.items()))},
+        "benchmark_runs": runs,
+        "messages": messages,
+        "knowledge_notes": notes,
+        "errors": len(record.of_kind("error")),
+        "events": record.head_id,
+    }
+
+
+def _call_of_run(record, run):
+    result = record.parent(run)
+    call = record.parent(result) if result is not None else None
+    return call if call is not None and call.kind == "tool_call" else None
+
+
+def _decisions(record) -> list:
+    out = []
+    for s in record.of_kind("suggestion"):
+        d = record.decision_of.get(s.id)
+        action = s.payload.get("action")
+        entry = {"suggestion_id": s.id, "suggested_by": record.label(s.actor),
+                 "tool": action.get("tool") if isinstance(action, dict) else None,
+                 "action": action_line(action, 300), "rationale": s.payload.get("rationale"),
+                 "verdict": None, "decision_id": None, "decided_by": None,
+                 "decision_rationale": None, "changed": []}
+        if d is not None:
+            entry.update({"verdict": d.payload.get("verdict"), "decision_id": d.id,
+                          "decided_by": record.label(d.actor),
+                          "decision_rationale": d.payload.get("rationale")})
+            if d.payload.get("verdict") == "modify" and isinstance(d.payload.get("action"), dict):
+                from .transcript import _changed_args
+
+                entry["changed"] = _changed_args(action, d.payload["action"])
+                entry["modified_action"] = action_line(d.payload["action"], 300)
+        out.append(entry)
+    return out
+
+
+def _pipelines(record) -> list:
+    out = []
+    for res in record.tool_results("define_pipeline"):
+        call = record.parent(res)
+        if call is None:
+            continue
+        origin = record.origin(call)
+        out.append({"name": (res.payload.get("summary") or {}).get("name")
+                    or call.payload.get("args", {}).get("name"),
+                    "origin": _origin_name(origin), "event_id": call.id,
+                    "run_by": record.label(call.actor),
+                    "suggestion_id": origin.get("suggestion_id"),
+                    "suggested_by": record.label(origin["suggested_by"])
+                    if origin.get("suggested_by") else None})
+    return out
+
+
+def _runs(record) -> list:
+    out = []
+    for run in record.runs:
+        call = _call_of_run(record, run)
+        origin = record.origin(call) if call is not None else {"by": "system"}
+        cfg = run.payload["config"]
+        out.append({"event_id": run.id, "config_hash": run.payload.get("config_hash"),
+                    "dataset": cfg.get("dataset"), "evaluation": cfg.get("evaluation"),
+                    "subjects": cfg.get("subjects"),
+                    "pipelines": list(cfg.get("pipelines") or {}),
+                    "origin": _origin_name(origin),
+                    "run_by": record.label(call.actor) if call is not None else "System",
+                    "suggestion_id": origin.get("suggestion_id")})
+    return out
+
+
+def _assistants(record) -> list:
+    out = []
+    provider = record.llm_provider
+    for a in record.ai_actors.values():
+        out.append({
+            "actor": a["actor"], "label": record.label(a["actor"]), "model": a["model"],
+            "is_llm": a["is_llm"], "backend": a["backend"],
+            "description": record.describe_ai(a["actor"]),
+            "provider": provider["name"] if a["is_llm"] else None,
+            "versions": a["versions"] if a["is_llm"] else [],
+            "messages": a["n_messages"], "suggestions": a["n_suggestions"],
+            "tool_calls": a["n_tool_calls"], "tokens": a["tokens"] if a["is_llm"] else None,
+            "first_used": a["first_ts"], "last_used": a["last_ts"],
+            "prompt_templates": a["prompts"]})
+    return out
+
+
+def _statement(record, d) -> str:
+    c = d["counts"]
+    llms = [a for a in d["assistants"] if a["is_llm"]]
+    offline = [a for a in d["assistants"] if not a["is_llm"]]
+    version = record.software_versions.get("chatbci")
+    tool = f"ChatBCI{f' {version}' if version else ''}, an open-source tool for human\u2013AI " \
+           "collaborative design of EEG decoders"
+    humans = "the human researcher" + ("s" if len(record.humans) > 1 else "")
+    parts = []
+    if llms:
+        models = []
+        for a in llms:
+            when = a["first_used"][:10]
+            if a["last_used"][:10] != when:
+                when += f" to {a['last_used'][:10]}"
+            versions = ", ".join(a["versions"]) or a["model"]
+            models.append(f"the large language model {a['model']} (served by "
+                          f"{a['provider']}; model version reported by the API: {versions}; "
+                          f"used {when})")
+        parts.append(f"This study used {tool}. Its assistant was driven by "
+                     + "; and ".join(models) + ".")
+        if d["prompt_templates"]:
+            parts.append("The assistant's prompts came from versioned templates ("
+                         + ", ".join(d["prompt_templates"]) + ").")
+        if offline:
+            parts.append("Part of the session used ChatBCI's offline rule-based assistant, "
+                         "which is not a language model.")
+    elif offline:
+        parts.append(f"This study used {tool}. No large language model (LLM) was used: the "
+                     "assistant was ChatBCI's offline rule-based assistant (no LLM), which maps "
+                     "requests to analysis tools with fixed rules.")
+    else:
+        parts.append(f"This study used {tool}. No AI assistant took part in the recorded "
+                     "session: no large language model (LLM) was used.")
+    if d["assistants"]:
+        dec = c["decisions"]
+        parts.append(
+            f"The assistant made {_n(c['suggestions'], 'suggestion')}; {humans} accepted "
+            f"{dec['accept']}, modified {dec['modify']} and rejected {dec['reject']} of them"
+            + (f" ({c['undecided']} left undecided)" if c["undecided"] else "") + ".")
+        tc = c["tool_calls"]
+        if tc["by_ai"]:
+            per_tool = ", ".join(f"{n} {t}" for t, n in tc["by_ai_per_tool"].items())
+            parts.append(f"The assistant also ran {_n(tc['by_ai'], 'tool call')} on its own, "
+                         f"as the autonomy level allowed ({per_tool}).")
+    runs = c["benchmark_runs"]
+    if runs["total"]:
+        bits = []
+        if runs["after_human_decision"]:
+            bits.append(f"{runs['after_human_decision']} after a human decision")
+        if runs["by_human"]:
+            bits.append(f"{runs['by_human']} started by a human directly")
+        if runs["by_ai"]:
+            bits.append(f"{runs['by_ai']} started by the assistant on its own")
+        parts.append(f"{_n(runs['total'], 'benchmark run')} "
+                     f"{'was' if runs['total'] == 1 else 'were'} executed ("
+                     + ", ".join(bits) + ").")
+    if d["pipelines"]:
+        by_ai = [p["name"] for p in d["pipelines"] if p["origin"] == "ai"]
+        suggested = [f"{p['name']} ({p['origin'].rsplit('-', 1)[-1]})" for p in d["pipelines"]
+                     if p["origin"].startswith("ai-suggested")]
+        human = [p["name"] for p in d["pipelines"]
+                 if not p["origin"].startswith("ai")]
+        bits = []
+        if suggested:
+            bits.append("proposed by the assistant and accepted or modified by a human: "
+                        + ", ".join(suggested))
+        if by_ai:
+            bits.append("defined by the assistant on its own: " + ", ".join(by_ai))
+        if human:
+            bits.append("defined by a human: " + ", ".join(human))
+        parts.append("Custom pipelines " + "; ".join(bits) + ".")
+    parts.append("The authors reviewed all AI output, made the final decisions and take full "
+                 "responsibility for the content of this work; the AI is not an author.")
+    parts.append(f"The complete interaction is recorded in a hash-chained journal "
+                 f"({c['events']} events, head hash {record.head_hash}), verifiable with "
+                 "the chatbci verify command.")
+    return " ".join(parts)
+
+
+def disclosure(workspace_or_record) -> dict:
+    """The AI-use disclosure of a workspace, with a draft statement.
+
+    Parameters
+    ----------
+    workspace_or_record : Workspace | path-like | SessionRecord
+
+    Returns
+    -------
+    disclosure : dict
+        ``llm_used`` (bool), ``assistants`` (model, whether it is an LLM,
+        provider, versions reported by the API, usage), ``humans``,
+        ``counts`` (suggestions; decisions accept/reject/modify; undecided;
+        tool calls by the AI, after a human decision, by a human; benchmark
+        runs by origin; messages; knowledge notes; errors), ``decisions``
+        (every suggestion and its verdict), ``pipelines`` (custom pipelines
+        and who defined them), ``runs`` (who started each benchmark),
+        ``prompt_templates`` and ``statement`` (a draft for a journal's
+        AI-use policy).
+    """
+    record = load_record(workspace_or_record)
+    assistants = _assistants(record)
+    prompts = []
+    for a in assistants:
+        for ref in a["prompt_templates"]:
+            if ref not in prompts:
+                prompts.append(ref)
+    d = {"llm_used": any(a["is_llm"] for a in assistants),
+         "assistants": assistants,
+         "humans": [record.label(f"human:{h}") for h in record.humans],
+         "counts": _counts(record), "decisions": _decisions(record),
+         "pipelines": _pipelines(record), "runs": _runs(record),
+         "prompt_templates": prompts}
+    d["statement"] = _statement(record, d)
+    return d
+
+
+def disclosure_blocks(record, d=None, *, level=1) -> list:
+    """The disclosure as blocks: statement, models, counts and the decision table."""
+    d = d if d is not None else disclosure(record)
+    c = d["counts"]
+    blocks = [H(level, "AI-use disclosure"), H(level + 1, "Draft statement"),
+              P(d["statement"]), H(level + 1, "Assistants")]
+    if d["assistants"]:
+        items = []
+        for a in d["assistants"]:
+            if a["is_llm"]:
+                tokens = a["tokens"] or {}
+                items.append([code(a["actor"]), (
+                    f": large language model {a['model']} ({a['provider']}); versions "
+                    f"reported by the API: {', '.join(a['versions']) or 'none recorded'}; "
+                    f"{a['messages']} messages, {a['suggestions']} suggestions, "
+                    f"{a['tool_calls']} tool calls; {tokens.get('total_tokens', 0)} tokens; "
+                    f"used {a['first_used'][:19]}Z to {a['last_used'][:19]}Z; prompt "
+                    f"templates: {', '.join(a['prompt_templates']) or 'none'}.")])
+            else:
+                items.append([code(a["actor"]), (
+                    f": {a['description']}; {a['messages']} messages, {a['suggestions']} "
+                    f"suggestions, {a['tool_calls']} tool calls.")])
+        blocks.append(UL(items))
+    else:
+        blocks.append(P("No AI assistant appears in the journal."))
+    dec = c["decisions"]
+    tc = c["tool_calls"]
+    runs = c["benchmark_runs"]
+    notes = c["knowledge_notes"]
+    blocks += [H(level + 1, "Counts from the journal"), UL([
+        (f"AI suggestions: {c['suggestions']} (accepted {dec['accept']}, modified "
+         f"{dec['modify']}, rejected {dec['reject']}, undecided {c['undecided']})"),
+        (f"Tool calls: {tc['by_ai']} run by the AI on its own, {tc['after_human_decision']} "
+         f"after a human decision, {tc['by_human']} by a human directly"),
+        (f"Benchmark runs: {runs['total']} ({runs['after_human_decision']} after a human "
+         f"decision, {runs['by_ai']} by the AI on its own, {runs['by_human']} by a human "
+         "directly)"),
+        (f"Messages: {c['messages']['human']} from humans, {c['messages']['ai']} from the "
+         "assistant"),
+        (f"Knowledge notes: {notes['by_ai']} written by the AI "
+         f"({notes['ai_notes_verified_by_human']} verified by a human), "
+         f"{notes['by_human']} by humans"),
+        f"Humans: {', '.join(d['humans']) or 'none'}",
+    ])]
+    if d["decisions"]:
+        rows = []
+        for x in d["decisions"]:
+            verdict = x["verdict"] or "undecided"
+            if x["changed"]:
+                verdict += f" ({', '.join(x['changed'])})"
+            rows.append([f"#{x['suggestion_id']}", x["suggested_by"], x["action"], verdict,
+                         x["decided_by"] or "", x["decision_rationale"] or ""])
+        blocks += [H(level + 1, "Suggestions and decisions"),
+                   TABLE(["Suggestion", "By", "Action", "Verdict", "Decided by", "Rationale"],
+                         rows, widths=[0.9, 1.3, 3.2, 1.1, 1.1, 1.8])]
+    if d["pipelines"] or d["runs"]:
+        items = [f"Pipeline {p['name']}: {p['origin']} (event #{p['event_id']}, run by "
+                 f"{p['run_by']})" for p in d["pipelines"]]
+        items += [f"Benchmark run #{r['event_id']} ({', '.join(r['pipelines'])} on "
+                  f"{r['dataset']}): {r['origin']}, run by {r['run_by']}"
+                  + (f" after suggestion #{r['suggestion_id']}" if r["suggestion_id"] else "")
+                  for r in d["runs"]]
+        blocks += [H(level + 1, "Pipelines and benchmark runs"), UL(items)]
+    return blocks
