@@ -217,6 +217,24 @@ def _add_workspace_commands(sub):
 # -- end of workspace commands ----------------------------------------------------
 
 
+def _cmd_export(args):
+    from .export import export
+
+    formats = args.format.split(",") if args.format != "all" else "all"
+    files = export(args.path, formats if len(formats) > 1 or formats == "all" else formats[0],
+                   curated=args.curated, out=args.out, anonymize=args.anonymize)
+    for f in files if isinstance(files, list) else [files]:
+        print(f)
+    return 0
+
+
+def _cmd_demo(args):
+    from .demo import run_demo
+
+    run_demo(args.dir, args.dataset, n_jobs=args.n_jobs, overwrite=args.overwrite)
+    return 0
+
+
 def _cmd_chat(args):
     from .assistant.offline import OfflineBackend
     from .assistant.session import Session
@@ -333,6 +351,28 @@ def build_parser():
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    p = sub.add_parser("export", help="export a session for a paper",
+                       description="Transcript, methods section, results table, BibTeX, "
+                                   "AI-use disclosure and provenance, all from the journal.")
+    p.add_argument("path", help="workspace folder")
+    p.add_argument("--format", default="md",
+                   help="md, html, tex, json, ipynb, a comma-separated list, or all")
+    p.add_argument("--curated", action="store_true",
+                   help="keep decisions, their suggestions and results; drop chatter")
+    p.add_argument("--out", default=None, help="output folder (default: <workspace>/exports)")
+    p.add_argument("--anonymize", action="store_true", help="replace human names")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("demo", help="play a scripted collaborative session, offline",
+                       description="Creates a workspace and plays a scripted session with the "
+                                   "offline assistant: exploration, proposals, decisions, a "
+                                   "benchmark, statistics and a paper export.")
+    p.add_argument("--dir", default="chatbci-demo", help="where to create the demo workspace")
+    p.add_argument("--dataset", default="SimulatedMI", choices=["SimulatedMI", "PhysionetMI"])
+    p.add_argument("--n-jobs", type=int, default=-1)
+    p.add_argument("--overwrite", action="store_true", help="replace a previous demo in --dir")
+    p.set_defaults(func=_cmd_demo)
+
     p = sub.add_parser("chat", help="chat with the assistant in the terminal",
                        description="A terminal chat on a workspace: the answer streams, "
                                    "suggestions are decided with y / n / m.")
@@ -404,9 +444,11 @@ _USER_ERRORS = (
     ("chatbci.bci.pipelines", "PipelineError"),
     ("chatbci.bci.statistics", "StatisticsError"),
     ("chatbci.workspace.errors", "WorkspaceError"),
+    ("builtins", "FileExistsError"),
     ("chatbci.assistant.llm", "LLMError"),
     ("chatbci.assistant.llm", "LLMConfigError"),
     ("chatbci.assistant.tools", "ToolError"),
+    ("chatbci.export", "ExportError"),
 )
 
 

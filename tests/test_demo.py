@@ -1,0 +1,85 @@
+"""`chatbci demo` end to end in a fresh directory, and the tutorial notebooks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chatbci.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_runs_end_to_end_offline(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATBCI_MODEL")}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "chatbci", "demo", "--dir",
+                           str(tmp_path / "demo")], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=600)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "offline assistant (rule-based, no LLM)" in out
+    assert "Everything is in" in out and "exports/" in out
+    print(f"demo wall time: {seconds:.1f} s")
+
+    ws = Workspace.open(tmp_path / "demo")
+    j = ws.journal
+    assert j.verify().ok
+    verdicts = sorted(d.payload["verdict"] for d in j.events(kind="decision"))
+    assert verdicts == ["accept", "modify", "reject"]
+    assert all(d.payload["rationale"] for d in j.events(kind="decision"))
+    runs = j.events(kind="run")
+    assert len(runs) == 2 and runs[1].payload["config"]["subjects"] == [1, 2, 3]
+    explore = [e for e in j.events(kind="tool_result") if e.payload["tool"] == "explore_subject"]
+    assert explore and len(explore[0].payload["artifacts"]) == 3
+    compare = [e for e in j.events(kind="tool_result") if e.payload["tool"] == "compare_pipelines"]
+    assert compare and compare[0].payload["summary"]["comparisons"]
+
+    exports = {p.suffix for p in (tmp_path / "demo" / "exports").iterdir()}
+    assert {".md", ".html", ".tex", ".json", ".ipynb", ".bib"} <= exports
+    methods = next((tmp_path / "demo" / "exports").glob("*methods*.md")).read_text()
+    assert "SimulatedMI" in methods and "within-session" in methods.lower()
+    assert "TS+LR" in methods and "CSP+LDA" in methods
+    ws.close()
+
+
+def test_demo_refuses_to_overwrite_and_explains(tmp_path, capsys):
+    from chatbci.cli import main
+
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "notes.txt").write_text("mine")
+    assert main(["demo", "--dir", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "Traceback" not in err
+    assert (tmp_path / "demo" / "notes.txt").read_text() == "mine"
+
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_tutorial_notebook_executes(path, tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("CHATBCI_TUTORIAL_DIR", str(tmp_path / "work"))
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATBCI_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    for var, sub in (("JUPYTER_RUNTIME_DIR", "rt"), ("IPYTHONDIR", "ipy"),
+                     ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_CONFIG_DIR", "cfg")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    nb = nbformat.read(path, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
+        "notebooks are committed without outputs"
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
+    assert not errors
