@@ -12,6 +12,9 @@ __version__ = "0.1.0.dev0"
 _LAZY = {
     "Workspace": "chatbci.workspace",
     "Session": "chatbci.assistant.session",
+    # -- chat panel (chatbci.jupyter) --
+    "chat": "chatbci.jupyter",
+    # -- end chat panel --
 }
 
 
@@ -27,3 +30,12 @@ def __getattr__(name):
 
 def __dir__():
     return sorted([*globals(), *_LAZY])
+
+
+# -- chat panel (chatbci.jupyter): ``%load_ext chatbci`` ------------------------------
+def load_ipython_extension(ipython):
+    """Register the ``%chatbci`` and ``%%chat`` magics (imports the panel lazily)."""
+    from .jupyter.magics import load_ipython_extension as _load
+
+    _load(ipython)
+# -- end chat panel --

@@ -339,3 +339,13 @@ def test_terminal_chat_streams_and_takes_decisions(ws, tmp_path):
     assert reopened.journal.events(kind="run")[0].payload["config"]["subjects"] == [1, 2]
     assert reopened.journal.verify().ok
     reopened.close()
+
+
+def test_decision_notices_do_not_leak_into_the_humans_request(ws):
+    """After an approval, the next request is read as typed, not mixed with the result."""
+    session = Session(ws, backend=OfflineBackend(), n_jobs=1)
+    sugg = session.send("benchmark MDM on SimulatedMI subjects 1").suggestions[0]
+    session.approve(sugg.id, "fine")
+    nxt = session.send("benchmark CSP+LDA on SimulatedMI subjects 2").suggestions[0]
+    assert nxt.payload["action"]["args"] == {"pipelines": ["CSP+LDA"],
+                                             "dataset": "SimulatedMI", "subjects": "2"}

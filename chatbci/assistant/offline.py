@@ -55,10 +55,8 @@ def _state(messages):
 
 
 def _human_text(message):
-    """The human's words, without the session's bracketed notices."""
-    lines = [ln for ln in (message.get("content") or "").splitlines()
-             if not ln.startswith("[The human ")]
-    return "\n".join(lines).strip()
+    """The human's words (the session sends its notices as separate messages)."""
+    return (message.get("content") or "").strip()
 
 
 def _dataset_in(text, default):
@@ -143,7 +141,8 @@ class OfflineBackend:
             text = self._summarise(messages)
             calls = []
         else:
-            user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+            user = next((m for m in reversed(messages) if m.get("role") == "user"
+                         and not (m.get("content") or "").startswith("[The human ")), {})
             text, calls = self._interpret(_human_text(user), _state(messages))
         if text and on_delta is not None:
             for piece in re.findall(r"\S+\s*|\s+", text):

@@ -227,11 +227,12 @@ class Session:
             self.stop.clear()
             self.spend.turn = 0.0
             human_ev = self._append(turn, "message", self.human, {"text": text})
-            content = text
             if self._notices:
-                content = "\n".join(self._notices) + "\n\n" + text
+                # What happened since the last turn (decisions and their results), as
+                # its own message: the human's words stay exactly what they typed.
+                self._remember({"role": "user", "content": "\n".join(self._notices)})
                 self._notices.clear()
-            self._remember({"role": "user", "content": content})
+            self._remember({"role": "user", "content": text})
 
             def delta(fragment):
                 turn.deltas.append(fragment)
