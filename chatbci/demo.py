@@ -61,9 +61,13 @@ def run_demo(directory="chatbci-demo", dataset="SimulatedMI", *, n_jobs=-1, quie
             raise FileExistsError(f"{path} is not a chatbci workspace; refusing to delete it.")
         shutil.rmtree(path)
     if dataset == "PhysionetMI":
-        from .bci.datasets import check_data_available, get_dataset
+        from moabb.paradigms import LeftRightImagery
 
-        check_data_available(get_dataset("PhysionetMI"), [1, 2, 3, 4, 5, 6])
+        from .bci.datasets import check_data_available, get_dataset, prepare_dataset
+
+        # Fail in a second, with the fix, rather than minutes into the session.
+        ds = prepare_dataset(get_dataset("PhysionetMI"), LeftRightImagery())
+        check_data_available(ds, [1, 2, 3, 4, 5, 6])
 
     t0 = time.perf_counter()
     subjects = DATASETS[dataset]

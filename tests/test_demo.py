@@ -83,3 +83,17 @@ def test_tutorial_notebook_executes(path, tmp_path, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors
+
+
+def test_demo_on_physionet(physionet_data, tmp_path):
+    from chatbci.demo import run_demo
+
+    path, files = run_demo(tmp_path / "demo", "PhysionetMI", quiet=True, n_jobs=1)
+    ws = Workspace.open(path)
+    run = ws.journal.events(kind="run")[0].payload
+    assert run["protocol"]["dataset"]["name"] == "PhysionetMI"
+    assert run["protocol"]["paradigm"]["fmin"] == 8 and run["protocol"]["paradigm"]["fmax"] == 32
+    bib = next(f for f in (path / "exports").iterdir() if f.suffix == ".bib").read_text()
+    assert "schalk2004bci2000" in bib and "goldberger2000physiobank" in bib
+    assert ws.journal.verify().ok
+    ws.close()
