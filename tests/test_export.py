@@ -765,3 +765,15 @@ def test_physionet_session_export_cites_physionet(physionet_data, tmp_path, monk
     paths = export(ws, "all")
     assert len(paths) == 5
     ws.close()
+
+
+def test_cli_export_writes_the_requested_formats(offline_ws, tmp_path, capsys):
+    from chatbci.cli import main
+
+    assert main(["export", str(offline_ws), "--format", "md,json", "--out",
+                 str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out.split()
+    assert len(printed) == 2 and all(Path(p).is_file() for p in printed)
+    assert {Path(p).suffix for p in printed} == {".md", ".json"}
+    assert main(["export", str(offline_ws), "--format", "docx"]) == 2
+    assert "docx" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel, SecretStr
 
 from chatbci.assistant.llm import (
+    OPENAI_BASE_URL,
     DEFAULT_MODEL,
     NO_KEY_PLACEHOLDER,
     Backend,
@@ -496,7 +497,7 @@ def test_api_key_is_never_revealed():
     ({}, False),
     ({"OPENAI_API_KEY": KEY}, True),
     ({"OPENAI_BASE_URL": "http://localhost:11434/v1"}, True),  # Ollama needs no key
-    ({"OPENAI_BASE_URL": "https://api.openai.com/v1"}, False),
+    ({"OPENAI_BASE_URL": OPENAI_BASE_URL}, False),  # OpenAI itself needs a key
     ({"OPENAI_BASE_URL": "https://myres.openai.azure.com/openai/v1/"}, True),
 ])
 def test_has_credentials(env, expected):

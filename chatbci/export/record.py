@@ -283,7 +283,7 @@ class SessionRecord:
         base_url = (self.config.get("llm") or {}).get("base_url")
         host = urlparse(base_url).hostname if base_url else None
         if host is None or host.endswith("openai.com"):
-            return {"name": "OpenAI", "url": base_url or "https://api.openai.com/v1"}
+            return {"name": "OpenAI", "url": base_url or "https://openai.com"}
         if host.endswith(".openai.azure.com"):
             return {"name": "Microsoft Azure OpenAI", "url": base_url}
         if host in ("localhost", "127.0.0.1", "::1") or host.startswith("127."):
