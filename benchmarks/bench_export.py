@@ -30,6 +30,8 @@ from pathlib import Path
 from chatbci.export import FORMATS, export
 from chatbci.workspace import Workspace
 
+from _timing import timed  # benchmarks/_timing.py
+
 TARGET_SECONDS = 3.0
 
 LLM = {"model": "gpt-4o-mini-2024-07-18", "backend": "openai",
@@ -190,14 +192,6 @@ def synthesise(folder, n_events):
     ws.close()
     return path, n
 
-
-def timed(fn, repeat):
-    best, value = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, value
 
 
 def main(argv=None):

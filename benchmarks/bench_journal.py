@@ -28,6 +28,8 @@ from pathlib import Path
 
 from chatbci.workspace import Journal
 
+from _timing import timed  # benchmarks/_timing.py
+
 TARGET_APPENDS = 5000.0
 TARGET_VERIFY = 2.0
 
@@ -72,14 +74,6 @@ def appends_per_second(folder, n, durability, repeat=3):
         journal.close()
     return statistics.median(rates), min(rates), max(rates)
 
-
-def timed(fn, repeat=3):
-    best, value = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, value
 
 
 def main(argv=None):

@@ -6,16 +6,9 @@ See DESIGN.md ("One turn", "Offline and real"). :mod:`chatbci.assistant.testing`
 holds a scripted OpenAI-compatible server for tests; it is not imported here.
 """
 
+from . import llm
 from .llm import (Backend, Completion, LLMConfigError, LLMError, LLMSettings, OpenAIChat,
                   ToolArgumentsError, ToolCall)
 
-__all__ = [
-    "Backend",
-    "Completion",
-    "LLMConfigError",
-    "LLMError",
-    "LLMSettings",
-    "OpenAIChat",
-    "ToolArgumentsError",
-    "ToolCall",
-]
+# The client's public names are the package's; llm.py lists them once.
+__all__ = [name for name in llm.__all__ if name not in ("DEFAULT_MODEL", "OPENAI_BASE_URL")]

@@ -19,7 +19,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from chatbci.workspace import Workspace
-from chatbci.workspace.secrets import KEY_PATTERN, REDACTED, configured_secrets, scrub
+from chatbci.workspace.secrets import (
+    configured_secrets,
+    scrub,
+    scrub_text,
+    with_json_forms,
+)
 
 __all__ = ["OFFLINE_LABEL", "ExportError", "Item", "SessionRecord", "load_record",
            "open_workspace", "scrub_output"]
@@ -62,13 +67,6 @@ class Item:
         return out
 
 
-def _secret_variants():
-    """Configured secrets, plus the form they take inside JSON strings."""
-    secrets = configured_secrets()
-    escaped = {json.dumps(s, ensure_ascii=False)[1:-1] for s in secrets}
-    return tuple(sorted(set(secrets) | escaped, key=len, reverse=True))
-
-
 def scrub_output(text, secrets=None) -> str:
     """Remove API keys from exported text: the second line of defence.
 
@@ -78,11 +76,8 @@ def scrub_output(text, secrets=None) -> str:
     replaced, as well as anything shaped like an OpenAI key.
     """
     if secrets is None:
-        secrets = _secret_variants()
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return KEY_PATTERN.sub(REDACTED, text)
+        secrets = with_json_forms(configured_secrets())
+    return scrub_text(text, secrets)
 
 
 @contextlib.contextmanager
@@ -406,7 +401,7 @@ def load_record(workspace_or_path, *, anonymize=False) -> SessionRecord:
         config = ws.config.model_dump(mode="json")
         path = ws.path
 
-    secrets = _secret_variants()
+    secrets = with_json_forms(configured_secrets())
     config = scrub(config, secrets)
     # The journal scrubbed at write time; scrub again with today's secrets.
     names = []

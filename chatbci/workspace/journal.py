@@ -54,7 +54,7 @@ from .errors import (DecisionError, EventValidationError, JournalCorruptError, J
                      JournalMissingError, JournalVersionError)
 from .events import KINDS, Event, check_actor, format_ts, validate_payload
 from .provenance import collect_provenance
-from .secrets import configured_secrets, scrub_text
+from .secrets import configured_secrets, scrub_text, with_json_forms
 
 __all__ = ["GENESIS_HASH", "MIGRATIONS", "SCHEMA_VERSION", "Journal", "Thread",
            "VerifyReport", "chain_hash"]
@@ -519,7 +519,7 @@ class Journal:
         actor = check_actor(scrub_text(actor, secrets) if isinstance(actor, str) else actor)
         # Scrub the JSON text: a secret with characters JSON escapes appears
         # escaped there, so look for that form too.
-        in_json = secrets + tuple({_dumps(s)[1:-1] for s in secrets} - set(secrets))
+        in_json = with_json_forms(secrets)
         payload_json = validate_payload(kind, payload,
                                         redact=lambda text: scrub_text(text, in_json))
         if parent_id is not None and (isinstance(parent_id, bool)

@@ -17,6 +17,7 @@ SQLite file, its write-ahead log or freed pages.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any
@@ -56,6 +57,17 @@ def configured_secrets(environ=None):
     values = {env.get(name, "").strip() for name in KEY_ENV_VARS}
     return tuple(sorted((v for v in values if len(v) >= MIN_SECRET_LENGTH),
                         key=len, reverse=True))
+
+
+def with_json_forms(secrets):
+    """``secrets`` plus the form each takes inside a JSON string, longest first.
+
+    A key containing a character JSON escapes (``"``, ``\\``, control
+    characters) appears escaped in serialised payloads; scrubbing JSON text
+    must look for that form too.
+    """
+    escaped = {json.dumps(s, ensure_ascii=False)[1:-1] for s in secrets}
+    return tuple(sorted(set(secrets) | escaped, key=len, reverse=True))
 
 
 def scrub_text(text, secrets=None):
