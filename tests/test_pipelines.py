@@ -423,3 +423,60 @@ def test_digest_stable_and_name_independent():
         "{name: LogisticRegression, from: sklearn.linear_model}",
         "{name: LogisticRegression, parameters: {max_iter: 500, C: 2.0}}"))
     assert f.digest() == g.digest() != a.digest()
+
+
+# ---------------------------------------------------------------------------
+# Hostile YAML: bounded before anything is built
+
+
+def _billion_laughs(levels: int) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]")
+    lines += ["name: bomb", "pipeline:", "  - name: Covariances",
+              "    from: pyriemann.estimation", f"    parameters: {{estimator: *a{levels}}}"]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("levels", [4, 8, 12])
+def test_alias_bomb_is_refused_fast(levels):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(PipelineError, match="expands to more than 10000 nodes"):
+        PipelineSpec.from_yaml(_billion_laughs(levels))
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_deep_nesting_is_refused_without_recursion_error():
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(PipelineError, match="nests deeper than 32 levels"):
+        PipelineSpec.from_yaml("[" * 20_000 + "]" * 20_000)
+    with pytest.raises(PipelineError, match="nests deeper"):
+        PipelineSpec.from_yaml("".join(f"{' ' * 2 * i}k{i}:\n" for i in range(200)) + "  " * 200 + "v")
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_oversized_yaml_and_too_many_aliases_are_refused(tmp_path):
+    from chatbci.bci.pipelines import YAML_MAX_BYTES
+
+    big = TS_LR + "\n# " + "x" * YAML_MAX_BYTES
+    with pytest.raises(PipelineError, match=f"limit is {YAML_MAX_BYTES} bytes"):
+        PipelineSpec.from_yaml(big)
+    path = tmp_path / "big.yml"
+    path.write_text(big)
+    with pytest.raises(PipelineError, match=r"big\.yml is \d+ bytes"):
+        load_pipeline(path)
+    many = "a: &a 1\nb: [" + ", ".join(["*a"] * 101) + "]\n"
+    with pytest.raises(PipelineError, match="more than 100 aliases"):
+        PipelineSpec.from_yaml(many)
+
+
+def test_small_anchors_still_load():
+    """Legitimate anchors (one value list used twice) are still read."""
+    from chatbci.bci.pipelines import _safe_load_bounded
+
+    assert _safe_load_bounded("a: &x [1, 2]\nb: *x\n") == {"a": [1, 2], "b": [1, 2]}
+    assert PipelineSpec.from_yaml(MOABB_TSSVM_GRID).param_grid["svc__C"] == [0.5, 1, 1.5]

@@ -716,11 +716,16 @@ class PipelineSpec(_Spec):
         Returns
         -------
         spec : PipelineSpec
+
+        Raises
+        ------
+        PipelineError
+            If the text is not YAML, is larger than :data:`YAML_MAX_BYTES`,
+            nests deeper than :data:`YAML_MAX_DEPTH`, or would expand (through
+            aliases) to more than :data:`YAML_MAX_NODES` nodes, or is not a
+            valid pipeline.
         """
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise PipelineError(f"Pipeline file is not valid YAML: {err}") from None
+        data = _safe_load_bounded(text)
         if not isinstance(data, dict):
             raise PipelineError(
                 "A pipeline file must be a YAML mapping with keys name, "
@@ -821,6 +826,100 @@ def _check_param_grid(spec: PipelineSpec) -> None:
 # ---------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------
+# Bounded YAML
+# ---------------------------------------------------------------------------
+
+#: Largest pipeline text accepted, in bytes (MOABB's pipelines are < 2 KB).
+YAML_MAX_BYTES = 64 * 1024
+#: Deepest nesting of lists / mappings accepted (pipelines need < 10).
+YAML_MAX_DEPTH = 32
+#: Most YAML nodes a pipeline may hold once its aliases are expanded. PyYAML
+#: shares an aliased object instead of copying it, so a "billion laughs" file
+#: loads quickly but every later walk (validation, hashing, JSON) visits the
+#: full expansion; the budget bounds that expansion, not just the text.
+YAML_MAX_NODES = 10_000
+#: Most alias uses (``*name``) accepted.
+YAML_MAX_ALIASES = 100
+
+
+class _BoundedSafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses bombs while composing the node graph.
+
+    It counts nesting depth, alias uses and the size of each node once its
+    aliases are expanded, and raises :class:`PipelineError` as soon as a
+    limit is passed, before anything is constructed; so a hostile or broken
+    file costs milliseconds and never recurses deep enough to exhaust the
+    Python stack.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+        self._expanded: dict[int, int] = {}  # id(node) -> nodes once expanded
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > YAML_MAX_ALIASES:
+                raise PipelineError(
+                    f"Pipeline YAML uses more than {YAML_MAX_ALIASES} aliases (*name); "
+                    "write the values out instead of referencing anchors."
+                )
+        self._depth += 1
+        if self._depth > YAML_MAX_DEPTH:
+            mark = self.peek_event().start_mark
+            raise PipelineError(
+                f"Pipeline YAML nests deeper than {YAML_MAX_DEPTH} levels (line "
+                f"{mark.line + 1}); a pipeline needs only a few levels."
+            )
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        self._count(node)
+        return node
+
+    def _count(self, node):
+        key = id(node)
+        if key in self._expanded:  # an alias: its target was counted already
+            size = self._expanded[key]
+        elif isinstance(node, yaml.ScalarNode):
+            size = 1
+        elif isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self._expanded.get(id(item), 1) for item in node.value)
+        else:  # MappingNode
+            size = 1 + sum(self._expanded.get(id(k), 1) + self._expanded.get(id(v), 1)
+                           for k, v in node.value)
+        self._expanded[key] = size
+        if size > YAML_MAX_NODES:
+            raise PipelineError(
+                f"Pipeline YAML expands to more than {YAML_MAX_NODES} nodes (through "
+                f"aliases at line {node.start_mark.line + 1}); a pipeline has a few "
+                "dozen. Is this an alias bomb ('billion laughs')?"
+            )
+
+
+def _safe_load_bounded(text: str) -> Any:
+    """``yaml.safe_load`` with the size, depth, alias and expansion limits."""
+    if not isinstance(text, str):
+        raise PipelineError(f"Pipeline YAML must be text, got {type(text).__name__}.")
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > YAML_MAX_BYTES:
+        raise PipelineError(
+            f"Pipeline YAML is {size} bytes; the limit is {YAML_MAX_BYTES} bytes "
+            "(MOABB's pipeline files are under 2 KB)."
+        )
+    loader = _BoundedSafeLoader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as err:
+        raise PipelineError(f"Pipeline file is not valid YAML: {err}") from None
+    finally:
+        loader.dispose()
+
+
 def load_pipeline(path: str | PathLike) -> PipelineSpec:
     """Read and validate a MOABB YAML pipeline file.
 
@@ -833,7 +932,15 @@ def load_pipeline(path: str | PathLike) -> PipelineSpec:
     -------
     spec : PipelineSpec
     """
-    return PipelineSpec.from_yaml(Path(path).read_text(encoding="utf-8"))
+    path = Path(path)
+    # Refuse a huge file before reading it into memory.
+    size = path.stat().st_size
+    if size > YAML_MAX_BYTES:
+        raise PipelineError(
+            f"Pipeline file {path} is {size} bytes; the limit is {YAML_MAX_BYTES} bytes "
+            "(MOABB's pipeline files are under 2 KB)."
+        )
+    return PipelineSpec.from_yaml(path.read_text(encoding="utf-8"))
 
 
 def save_pipeline(spec: PipelineSpec, path: str | PathLike) -> Path:
