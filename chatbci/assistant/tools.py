@@ -25,7 +25,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -118,6 +118,29 @@ class Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Largest tool-call arguments accepted, as JSON text. The biggest honest call
+#: (a pipeline with a grid, or a note of 8,000 characters) is far below it; a
+#: larger one is refused before it is parsed, journaled or echoed anywhere.
+MAX_ARGUMENTS_CHARS = 16_000
+
+#: Longest error text sent back to the model or written to the journal.
+MAX_ERROR_CHARS = 1_000
+
+
+def clip_text(text, limit=MAX_ERROR_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f" [... {len(text) - limit} more characters cut]"
+
+
+# Bounded argument types: every string, list and number a model can send has a
+# limit in its schema (the model sees it), checked before anything runs.
+Name = Annotated[str, Field(min_length=1, max_length=60)]
+ShortText = Annotated[str, Field(max_length=200)]
+
+
 @dataclass(frozen=True)
 class Tool:
     """One tool: name, description, argument model, cost class and function."""
@@ -151,6 +174,10 @@ class Tool:
         """
         if raw is None or raw == "":
             raw = {}
+        size = len(raw) if isinstance(raw, str) else len(json.dumps(raw, default=str))
+        if size > MAX_ARGUMENTS_CHARS:
+            raise ToolError(f"{self.name}: arguments are {size:,} characters; the limit is "
+                            f"{MAX_ARGUMENTS_CHARS:,}. Send shorter arguments.")
         if isinstance(raw, str):
             try:
                 raw = json.loads(raw)
@@ -204,10 +231,11 @@ def _describe(tool: Tool, err: ValidationError) -> str:
         elif e["type"] == "missing":
             lines.append(f"missing required argument '{loc}'")
         else:
-            given = json.dumps(e.get("input"), default=str)[:80]
+            given = clip_text(json.dumps(e.get("input"), default=str), 80)
             lines.append(f"argument '{loc}': {e['msg']} (got {given})")
     valid = ", ".join(tool.args.model_fields) or "none"
-    return f"{tool.name}: " + "; ".join(lines) + f". Valid arguments: {valid}."
+    shown = lines[:5] + ([f"{len(lines) - 5} more problems"] if len(lines) > 5 else [])
+    return f"{tool.name}: " + "; ".join(shown) + f". Valid arguments: {valid}."
 
 
 class ToolRegistry:
@@ -258,7 +286,9 @@ TOOLS = ToolRegistry()
 # ---------------------------------------------------------------------------
 # Argument types shared by several tools
 
-Subjects = str | int | list[int]
+Subjects = (Annotated[str, Field(max_length=200)]
+            | Annotated[int, Field(ge=1, le=100_000)]
+            | Annotated[list[Annotated[int, Field(ge=1, le=100_000)]], Field(max_length=1000)])
 
 
 def _subject_list(value, dataset):
@@ -291,10 +321,10 @@ def _rounded(obj, digits=4):
 
 
 class ListDatasetsArgs(Args):
-    classes: list[str] | None = Field(
+    classes: list[Annotated[str, Field(max_length=40)]] | None = Field(
         None, description="Only datasets having all these classes, e.g. "
                           "['left_hand', 'right_hand'].")
-    min_subjects: int | None = Field(None, ge=1, description="Only datasets with at least "
+    min_subjects: int | None = Field(None, ge=1, le=100_000, description="Only datasets with at least "
                                                                  "this many subjects.")
 
 
@@ -319,7 +349,7 @@ def list_datasets(ctx, args):
 
 
 class DatasetArgs(Args):
-    name: str = Field(..., description="Dataset name, e.g. 'PhysionetMI' or 'SimulatedMI'.")
+    name: Name = Field(..., description="Dataset name, e.g. 'PhysionetMI' or 'SimulatedMI'.")
 
 
 @TOOLS.register("describe_dataset", DatasetArgs, Cost.READ_ONLY)
@@ -336,9 +366,9 @@ def describe_dataset(ctx, args):
 
 
 class ExploreArgs(Args):
-    dataset: str = Field("SimulatedMI", description="Dataset name.")
-    subject: int = Field(..., ge=1, description="Subject number.")
-    channels: list[str] = Field(["C3", "Cz", "C4"], min_length=1, max_length=6,
+    dataset: Name = Field("SimulatedMI", description="Dataset name.")
+    subject: int = Field(..., ge=1, le=100_000, description="Subject number.")
+    channels: list[Annotated[str, Field(min_length=1, max_length=16)]] = Field(["C3", "Cz", "C4"], min_length=1, max_length=6,
                                 description="Channels for the ERD/ERS maps and PSD.")
 
 
@@ -385,18 +415,18 @@ def list_components_tool(ctx, args):
 
 class StepArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(..., description="Component name from list_components.")
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    name: Name = Field(..., description="Component name from list_components.")
+    parameters: dict[str, Any] = Field(default_factory=dict, max_length=20)
 
 
 class DefinePipelineArgs(Args):
     name: str = Field(..., min_length=1, max_length=60, description="Pipeline name.")
-    steps: list[StepArgs] = Field(..., min_length=1,
+    steps: list[StepArgs] = Field(..., min_length=1, max_length=12,
                                   description="Components in order; the last is a "
                                               "classifier.")
-    param_grid: dict[str, list] | None = Field(
-        None, description="Optional grid, keys like 'svc__C'.")
-    rationale: str = Field("", description="Why this pipeline.")
+    param_grid: dict[str, Annotated[list, Field(min_length=1, max_length=50)]] | None = Field(
+        None, max_length=6, description="Optional grid, keys like 'svc__C'.")
+    rationale: str = Field("", max_length=2000, description="Why this pipeline.")
 
     @field_validator("name")
     @classmethod
@@ -461,14 +491,15 @@ def resolve_workspace_pipelines(workspace, names):
 
 
 class BenchmarkArgs(Args):
-    pipelines: list[str] = Field(..., min_length=1, max_length=8,
-                                 description="Canonical or workspace pipeline names.")
-    dataset: str = Field("SimulatedMI", description="Dataset name.")
+    pipelines: list[Name] = Field(..., min_length=1, max_length=8,
+                                  description="Canonical or workspace pipeline names.")
+    dataset: Name = Field("SimulatedMI", description="Dataset name.")
     subjects: Subjects = Field("1-5", description="e.g. '1-5', '1,3,7' or [1, 2].")
-    evaluation: str | None = Field(
+    evaluation: Annotated[str, Field(max_length=30)] | None = Field(
         None, description="within-session, cross-session or cross-subject "
                           "(default: the workspace's protocol).")
-    random_state: int | None = Field(None, description="Default: the workspace's seed.")
+    random_state: int | None = Field(None, ge=0, le=2**32 - 1,
+                                     description="Default: the workspace's seed.")
 
 
 def _results_dir(ws):
@@ -591,9 +622,11 @@ def workspace_results(ws):
 
 
 class ResultsArgs(Args):
-    dataset: str | None = Field(None, description="Only this dataset (name or code).")
-    pipelines: list[str] | None = Field(None, description="Only these pipelines.")
-    evaluation: str | None = Field(None, description="Only this evaluation.")
+    dataset: Name | None = Field(None, description="Only this dataset (name or code).")
+    pipelines: list[Name] | None = Field(None, max_length=32,
+                                         description="Only these pipelines.")
+    evaluation: Annotated[str, Field(max_length=30)] | None = Field(
+        None, description="Only this evaluation.")
 
 
 def _select_results(ws, args):
@@ -682,8 +715,8 @@ def compare_pipelines_tool(ctx, args):
 class AddNoteArgs(Args):
     title: str = Field(..., min_length=3, max_length=120)
     body: str = Field(..., min_length=1, max_length=8000, description="Markdown.")
-    sources: list[str] = Field(default_factory=list,
-                               description="DOIs, URLs or journal event ids.")
+    sources: list[Annotated[str, Field(max_length=500)]] = Field(
+        default_factory=list, max_length=20, description="DOIs, URLs or journal event ids.")
 
 
 @TOOLS.register("add_note", AddNoteArgs, Cost.WRITES)
@@ -718,8 +751,8 @@ def search_knowledge(ctx, args):
 
 class ActionArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tool: str = Field(..., description="The tool to run if the human accepts.")
-    args: dict[str, Any] = Field(default_factory=dict)
+    tool: Name = Field(..., description="The tool to run if the human accepts.")
+    args: dict[str, Any] = Field(default_factory=dict, max_length=20)
 
 
 class ProposeArgs(Args):

@@ -192,41 +192,97 @@ def resolve_pipelines(pipelines, param_grid=None):
     return entries
 
 
-def parse_subjects(subjects, available=None):
+#: The most subjects one benchmark request may select (MOABB's largest MI
+#: dataset has 109; SimulatedMI can make more, for scaling tests).
+MAX_SUBJECTS = 10_000
+
+
+def _span_text(lo, hi):
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _clip_repr(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
+def parse_subjects(subjects, available=None, *, max_subjects=MAX_SUBJECTS):
     """Parse ``"1-6"``, ``"1,3,5-7"``, an int or a list into a list of subjects.
+
+    Ranges are checked against ``available`` (and ``max_subjects``) *before*
+    they are expanded, so ``"1-100000000"`` costs nothing and the error stays
+    one short line whatever was asked.
 
     Raises a :class:`BenchmarkError` naming the valid subjects when one is not
     in ``available``.
     """
     if subjects is None:
         return list(available)
+    avail = None if available is None else list(available)
+    span = None
+    if avail is not None:
+        span = (f"{min(avail)}-{max(avail)}" if len(avail) > 3 else str(avail))
+
+    def out_of_range(lo, hi):
+        return BenchmarkError(
+            f"Subjects {_span_text(lo, hi)} are not all in the dataset; valid subjects: "
+            f"{span}.")
+
     if isinstance(subjects, (int, np.integer)):
-        out = [int(subjects)]
+        parts = [(int(subjects), int(subjects))]
     elif isinstance(subjects, str):
-        out = []
+        if len(subjects) > 1000:
+            raise BenchmarkError(f"Subjects text is {len(subjects)} characters; give a "
+                                 "range such as '1-6' or a short list such as '1,3,5-7'.")
+        parts = []
         for part in subjects.replace(" ", "").split(","):
             if not part:
                 continue
             try:
                 if "-" in part:
                     lo, hi = (int(v) for v in part.split("-", 1))
-                    out.extend(range(lo, hi + 1))
                 else:
-                    out.append(int(part))
+                    lo = hi = int(part)
             except ValueError:
                 raise BenchmarkError(
-                    f"Cannot read subjects {subjects!r}: use e.g. '1-6' or '1,3,5-7'."
-                ) from None
+                    f"Cannot read subjects {_clip_repr(subjects)}: use e.g. '1-6' or "
+                    "'1,3,5-7'.") from None
+            if hi < lo:
+                raise BenchmarkError(f"Subject range {lo}-{hi} is reversed; write "
+                                     f"{hi}-{lo}.")
+            parts.append((lo, hi))
     else:
-        out = [int(s) for s in subjects]
-    out = list(dict.fromkeys(out))
-    if available is not None:
-        missing = [s for s in out if s not in set(available)]
+        try:
+            items = list(subjects)
+        except TypeError:
+            raise BenchmarkError(f"Cannot read subjects {_clip_repr(subjects)}: use e.g. "
+                                 "'1-6', '1,3,5-7' or a list of numbers.") from None
+        if len(items) > max_subjects:
+            raise BenchmarkError(f"{len(items)} subjects given; at most {max_subjects} "
+                                 "can be selected at once.")
+        try:
+            parts = [(int(s), int(s)) for s in items]
+        except (TypeError, ValueError):
+            raise BenchmarkError(f"Cannot read subjects {_clip_repr(subjects)}: subjects "
+                                 "are whole numbers.") from None
+    # Bounds first, on the ends of each range: nothing is expanded yet.
+    total = sum(hi - lo + 1 for lo, hi in parts)
+    if avail is not None:
+        lo_a, hi_a = min(avail), max(avail)
+        for lo, hi in parts:
+            if lo < lo_a or hi > hi_a:
+                raise out_of_range(lo, hi)
+    if total > max_subjects:
+        raise BenchmarkError(f"{total} subjects selected; at most {max_subjects} can be "
+                             "selected at once.")
+    out = list(dict.fromkeys(s for lo, hi in parts for s in range(lo, hi + 1)))
+    if avail is not None:
+        known = set(avail)
+        missing = [s for s in out if s not in known]
         if missing:
-            avail = list(available)
-            span = f"{avail[0]}-{avail[-1]}" if len(avail) > 3 else str(avail)
+            shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
             raise BenchmarkError(
-                f"Subjects {missing} are not in the dataset; valid subjects: {span}."
+                f"Subjects [{shown}] are not in the dataset; valid subjects: {span}."
             )
     if not out:
         raise BenchmarkError("No subjects selected.")

@@ -78,6 +78,9 @@ class Budgets(_Section):
     seconds_per_session: PositiveFloat = 4 * 3600.0
     max_benchmark_subjects: PositiveInt | None = None
     max_tool_calls_per_turn: PositiveInt = 8
+    #: Model requests in one turn (each tool round is one); a model that calls a
+    #: tool in every reply is stopped here instead of looping.
+    max_rounds_per_turn: PositiveInt = Field(6, le=50)
 
 
 class WorkspaceConfig(_Section):
