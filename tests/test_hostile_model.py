@@ -234,3 +234,31 @@ def test_injected_note_and_tool_result_stay_inside_their_blocks(ws, server):
     assert system.count("</data>") == 1 and system.count("<data ") == 1
     tool = next(m for m in req["messages"] if m["role"] == "tool")
     assert tool["content"].count("</data>") == 1 and tool["content"].count("<data ") == 1
+
+
+# -- §2: provenance is true --------------------------------------------------------------
+
+
+def test_approved_ai_note_stays_the_ais_and_unverified(ws, server):
+    server.script([Reply.tool_calls([("add_note", {"title": "Mu ERD at C3",
+                                                   "body": "Claimed by the model."})]),
+                   Reply.text("I suggest writing this note.")])
+    session = session_for(ws, server)
+    turn = session.send("note that down")
+    sugg = turn.suggestions[0]
+    assert sugg.actor == "ai:fake-model"
+    session.approve(sugg.id, "fine")  # stored author human:ada, verified yes before
+    (note,) = ws.knowledge.list()
+    assert note.author == "ai:fake-model" and not note.verified
+    text = (ws.path / note.path).read_text()
+    assert "author: ai:fake-model" in text and "verified: no" in text
+    # Modifying it does not make the human its author either.
+    server.script([Reply.tool_calls([("add_note", {"title": "Beta rebound",
+                                                   "body": "Also the model's."})]),
+                   Reply.text("Another one.")])
+    sugg = session.send("and this").suggestions[0]
+    session.modify(sugg.id, {"title": "Beta rebound (edited)"}, "better title")
+    note = next(n for n in ws.knowledge.list() if n.title.startswith("Beta"))
+    assert note.author == "ai:fake-model" and not note.verified
+    # Only the human's explicit verify vouches for it.
+    assert ws.knowledge.verify(note.id, by="human:ada").verified

@@ -468,8 +468,13 @@ class Session:
         return ToolContext(self.workspace, actor=self.ai, progress=self.progress,
                            stop=self.stop, n_jobs=self.n_jobs)
 
-    def _run(self, turn, tool, args, *, actor, parent_id, extra=None):
-        """Run a validated tool call; journal call, result (and run); return the reply."""
+    def _run(self, turn, tool, args, *, actor, parent_id, extra=None, author=None):
+        """Run a validated tool call; journal call, result (and run); return the reply.
+
+        ``actor`` asked for the run (the AI, or the human deciding a
+        suggestion); ``author`` wrote the content of the arguments (the AI
+        whose suggestion a human approved), e.g. the author of a note.
+        """
         from chatbci.bci.benchmark import BenchmarkStopped
 
         payload = {"tool": tool.name, "args": args.model_dump(mode="json", exclude_unset=True)}
@@ -478,6 +483,7 @@ class Session:
         t0 = time.perf_counter()
         ctx = self._ctx()
         ctx.actor = actor
+        ctx.author = author or actor
         try:
             result = tool.run(ctx, args)
         except (ToolError, BenchmarkStopped) as err:
@@ -564,7 +570,9 @@ class Session:
             act = action or sugg.payload["action"]
             tool = TOOLS[act["tool"]]
             args = tool.validate(act.get("args", {}))
-            reply = self._run(turn, tool, args, actor=self.human, parent_id=decision.id)
+            # The human ran it; the text of its arguments is still the AI's.
+            reply = self._run(turn, tool, args, actor=self.human, parent_id=decision.id,
+                              author=sugg.actor)
             results = turn.tool_results
             ok = results and results[-1].payload.get("ok")
             summary = results[-1].payload.get("summary") if results else None

@@ -83,7 +83,11 @@ class ToolContext:
     ----------
     workspace : chatbci.workspace.Workspace
     actor : str
-        Who asked (``ai:<model>`` or ``human:<name>``), e.g. the author of notes.
+        Who asked for the run (``ai:<model>`` or ``human:<name>``).
+    author : str | None
+        Who wrote the arguments' content, when not ``actor``: a human who
+        approves an AI's suggestion runs it, but the AI remains the author of
+        the note it drafted. ``None``: ``actor``.
     progress : callable | None
         ``progress(done, total, text)`` for long tools (benchmarks).
     stop : threading.Event
@@ -94,6 +98,7 @@ class ToolContext:
 
     workspace: Any
     actor: str = "ai:assistant"
+    author: str | None = None
     progress: Callable[[int, int, str], None] | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     n_jobs: int = -1
@@ -153,11 +158,16 @@ class Tool:
     precheck: Callable[[Any, Args], dict] | None = None
 
     def schema(self) -> dict:
-        """The OpenAI function-calling declaration of this tool."""
-        params = self.args.model_json_schema()
-        params.pop("title", None)
-        for prop in params.get("properties", {}).values():
-            prop.pop("title", None)
+        """The OpenAI function-calling declaration of this tool, compact.
+
+        Tool schemas are sent with every request and were most of a small
+        model's prompt (2,100 of 2,749 tokens), so the pydantic schema is
+        pruned to what a model uses: no titles, no ``null`` alternatives or
+        ``null`` defaults for optional arguments (leaving them out means the
+        same), no ``additionalProperties`` (chatbci validates every call
+        itself). Limits (lengths, counts, ranges) stay: the model must see them.
+        """
+        params = _compact_schema(self.args.model_json_schema())
         params.setdefault("properties", {})
         return {"type": "function",
                 "function": {"name": self.name, "description": self.description,
@@ -220,6 +230,28 @@ class Tool:
             # Engine errors carry messages written for users (dataset names,
             # valid choices, missing files); pass them on as tool errors.
             raise ToolError(f"{self.name}: {err}") from err
+
+
+def _compact_schema(node):
+    """Prune a pydantic JSON schema for a model's prompt (see :meth:`Tool.schema`)."""
+    if isinstance(node, list):
+        return [_compact_schema(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key in ("title", "additionalProperties") or (key == "default" and value is None):
+            continue
+        out[key] = _compact_schema(value)
+    alts = out.get("anyOf")
+    if alts is not None:
+        alts = [a for a in alts if a != {"type": "null"}]
+        if len(alts) == 1:  # Optional[X] -> X: an omitted argument is the None
+            out.pop("anyOf")
+            out = {**alts[0], **out}
+        else:
+            out["anyOf"] = alts
+    return out
 
 
 def _describe(tool: Tool, err: ValidationError) -> str:
@@ -723,8 +755,10 @@ class AddNoteArgs(Args):
 def add_note(ctx, args):
     """Add a note to the shared knowledge base. Notes written by the AI start
     unverified until a human verifies them."""
-    note = ctx.workspace.knowledge.add(args.title, args.body, author=ctx.actor,
-                                       sources=args.sources)
+    # The author is who wrote the text (an approved AI draft stays the AI's,
+    # unverified); only a human's explicit verify vouches for it.
+    note = ctx.workspace.knowledge.add(args.title, args.body,
+                                       author=ctx.author or ctx.actor, sources=args.sources)
     return ToolResult({"note_id": note.id, "verified": note.verified, "path": note.path},
                       [note.path], text=f"note {note.id}")
 
