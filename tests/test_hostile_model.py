@@ -262,3 +262,45 @@ def test_approved_ai_note_stays_the_ais_and_unverified(ws, server):
     assert note.author == "ai:fake-model" and not note.verified
     # Only the human's explicit verify vouches for it.
     assert ws.knowledge.verify(note.id, by="human:ada").verified
+
+
+def _unverify_events(ws):
+    return [e for e in ws.journal.events(kind="note") if e.payload.get("op") == "unverify"]
+
+
+def test_verified_typed_into_an_ai_note_is_not_verification(ws):
+    note = ws.knowledge.add("Model claim", "C4 wins.", author="ai:fake-model")
+    path = ws.path / note.path
+    path.write_text(path.read_text().replace("verified: no", "verified: yes"))
+    (seen,) = ws.knowledge.list()
+    assert not seen.verified and not ws.knowledge.get(note.id).verified
+    assert "verified: no" in path.read_text()
+    ws.knowledge.list()
+    assert len(_unverify_events(ws)) == 1  # journaled once, not per read
+
+
+def test_editing_a_verified_note_clears_its_verification(ws):
+    note = ws.knowledge.add("Model claim", "C4 wins.", author="ai:fake-model")
+    ws.knowledge.verify(note.id, by="human:ada")
+    assert ws.knowledge.get(note.id).verified
+    path = ws.path / note.path
+    path.write_text(path.read_text().replace("C4 wins.", "C4 wins by 20 points."))
+    edited = ws.knowledge.get(note.id)
+    assert not edited.verified and edited.verified_by is None
+    (ev,) = _unverify_events(ws)
+    assert ev.payload["note_id"] == note.id and ev.actor == "system"
+    assert ws.knowledge.verify(note.id, by="human:ada").verified  # a human re-verifies
+    assert ws.knowledge.get(note.id).verified
+
+
+def test_example_workspace_notes_stay_verified():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "workspaces" / "physionet-lr"
+    ws = Workspace.open(root)
+    try:
+        notes = ws.knowledge.list()
+        assert notes and all(n.verified for n in notes)
+        assert not _unverify_events(ws)
+    finally:
+        ws.close()

@@ -326,7 +326,9 @@ def test_knowledge_files_are_checked(ws):
     (folder / "by-hand.md").write_text("---\ntitle: By hand\nauthor: human:bob\nverified: yes\n"
                                        "created: 2025-01-31\n---\nWritten in an editor.\n")
     note = ws.knowledge.get("by-hand")
-    assert note.verified and note.body == "Written in an editor.\n"
+    # Typed "verified: yes" is a claim, not a verification: no journal event backs it.
+    assert not note.verified and note.body == "Written in an editor.\n"
+    assert ws.knowledge.verify("by-hand", by="human:bob").verified
     assert note.created.tzinfo is not None
     (folder / "quoted.md").write_text('---\ntitle: Q\nauthor: ai:m\nverified: "No"\n'
                                       "created: 2025-01-31T10:00:00Z\n---\n")

@@ -103,6 +103,12 @@ class Note:
         return f"---\n{head}---\n{body}"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _slug(title):
     text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60].strip("-")
@@ -197,9 +203,51 @@ class KnowledgeBase:
         stamp = (st.st_mtime_ns, st.st_size)
         hit = self._parsed.get(path)
         if hit is None or hit[0] != stamp:
-            hit = (stamp, parse_note(path.read_text(encoding="utf-8"), path, path.stem))
+            note = parse_note(path.read_text(encoding="utf-8"), path, path.stem)
+            hit = (stamp, self._vouched(note, path, stamp))
             self._parsed[path] = hit
         return hit[1]
+
+    def _vouched(self, note, path, stamp=None) -> Note:
+        """``note`` as the journal backs it: verified only for verified content.
+
+        The file's ``verified: yes`` is a claim; the journal is the record. A
+        note counts as verified only if a human's journal event (adding their
+        own note, or ``verify``) holds the SHA-256 of exactly this title, body
+        and sources. Otherwise -- the text was edited after verification, or
+        ``verified: yes`` was typed into an AI's note -- the verification is
+        cleared: journaled once (``op="unverify"``) and written back to the
+        file, so every reader sees the same truth.
+        """
+        if not note.verified:
+            return note
+        digest = note.content_hash
+        for ev in self.journal.events(kind="note"):
+            p = ev.payload
+            if (p.get("note_id") == note.id and p.get("content_sha256") == digest
+                    and str(ev.actor).startswith("human:")
+                    and (p.get("op") == "verify" or (p.get("op") == "add"
+                                                      and p.get("verified")))):
+                return note
+        cleared = replace(note, verified=False, verified_by=None, verified_at=None)
+        self.journal.append("note", "system", {
+            "text": f"verification of knowledge note {note.title!r} cleared: its content "
+                    "is not the content a human verified",
+            "op": "unverify", "note_id": note.id, "author": note.author,
+            "content_sha256": digest,
+        })
+        # Rewrite the front matter only if nobody changed the file meanwhile.
+        try:
+            st = path.stat()
+            if stamp is None or (st.st_mtime_ns, st.st_size) == stamp:
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".md")
+                with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                    fh.write(cleared.to_markdown())
+                os.chmod(tmp, 0o666 & ~_umask())
+                os.replace(tmp, path)
+        except OSError:  # the journal already says it; the file is rewritten next time
+            pass
+        return cleared
 
     def _file(self, note_id):
         if not isinstance(note_id, str) or not _ID.fullmatch(note_id):
@@ -281,11 +329,10 @@ class KnowledgeBase:
         """The note ``note_id`` (``KnowledgeError`` if there is none)."""
         path = self._file(note_id)
         try:
-            text = path.read_text(encoding="utf-8")
+            return self._load(path)
         except FileNotFoundError:
             raise KnowledgeError(f"no note {note_id!r} in {self.folder}; `chatbci note "
                                  "list` shows the notes.") from None
-        return parse_note(text, path, note_id)
 
     def list(self, *, verified=None, author=None) -> list[Note]:
         """All notes, oldest first; optionally only (un)verified ones or one author.
