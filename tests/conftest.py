@@ -48,3 +48,35 @@ def physionet_data():
             "(set MNE_DATA to ../shared/data/mne_data, as CI does)"
         )
     return Path(os.environ["MNE_DATA"])
+
+
+# -- a real local LLM server (tests/llm_server.py, tests/test_real_llm.py) ---------------
+
+@pytest.fixture(scope="session")
+def real_llm_server(request, tmp_path_factory):
+    """A real llama.cpp server with a real small model on 127.0.0.1, for the session.
+
+    Skipped, with the install command in the reason, when llama-cpp-python's
+    server or the model packages are missing -- unless CHATBCI_REQUIRE_REAL_LLM=1
+    (CI sets it after installing them), where a missing piece is a failure.
+    The GGUF is assembled once into pytest's cache folder (CHATBCI_TEST_GGUF
+    names a ready one instead). A server that is installed but fails to start
+    fails the test, with the end of its log.
+    """
+    import llm_server
+
+    reason = llm_server.unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CHATBCI_REQUIRE_REAL_LLM", "").strip() in ("1", "true", "yes"):
+            pytest.fail(f"CHATBCI_REQUIRE_REAL_LLM is set but {reason}", pytrace=False)
+        pytest.skip(f"no real LLM server: {reason}")
+    cache = getattr(request.config, "cache", None)
+    folder = (cache.mkdir("chatbci-gguf") if cache is not None
+              else tmp_path_factory.mktemp("gguf"))
+    model = llm_server.assemble_model(folder)
+    server = llm_server.LlamaServer(model, log_path=tmp_path_factory.mktemp("llm") / "server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
