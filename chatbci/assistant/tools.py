@@ -482,9 +482,8 @@ def define_pipeline(ctx, args):
         steps.append({"name": comp.name, "from": comp.module, "parameters": step.parameters})
     spec = PipelineSpec.model_validate({"name": args.name, "pipeline": steps,
                                         "param_grid": args.param_grid})
-    path = ctx.workspace.path_for("pipelines", _pipeline_file(args.name))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(spec.to_yaml())
+    # Whole, umask modes, and never through a pipelines/ linked out of the workspace.
+    path = ctx.workspace.write_file("pipelines", _pipeline_file(args.name), spec.to_yaml())
     rel = path.relative_to(ctx.workspace.path).as_posix()
     return ToolResult({"name": spec.name, "path": rel, "digest": spec.digest()[:12],
                        "steps": [s["name"] for s in steps],

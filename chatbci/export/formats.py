@@ -33,12 +33,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-import tempfile
 from functools import cache, cached_property
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from ..workspace.files import write_inside
 from ._blocks import plain_text
 from ._text import (
     breakable_latex,
@@ -110,17 +110,10 @@ def render_blocks(blocks, fmt) -> str:
 def _write(path, text) -> Path:
     """Scrub ``text`` and write it to ``path`` atomically (UTF-8, ``\\n``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = scrub_output(text)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; exports are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # The workspace's one writer: whole files, the umask's modes (exports are
+    # meant to be shared, unless the umask says otherwise), and never through
+    # a link leading out of the export folder.
+    write_inside(path.parent, path.name, scrub_output(text), what="export file")
     return path
 
 
@@ -529,7 +522,11 @@ def export(workspace_or_path, format="md", *, curated=False, out=None, anonymize
             out_dir = Path(out).expanduser().resolve()
         else:
             out_dir = ws.path_for("exports", "anonymized" if anonymize else ".")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ExportError(f"export folder {out_dir} is not a folder (a file is in the "
+                              "way); give a folder, which is made if missing.") from None
     ctx = _Context(record, out_dir, bool(curated))
     paths = [_WRITERS[f](ctx) for f in formats]
     single = isinstance(format, str) and format != "all"

@@ -12,12 +12,11 @@ may be binary images); tools must not put credentials in figures or tables.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from .errors import UnsafePathError
+from .files import write_inside
 from .paths import resolve_inside
 
 __all__ = ["CATEGORIES", "ArtifactStore"]
@@ -55,7 +54,9 @@ class ArtifactStore:
         if category not in CATEGORIES:
             raise ValueError(f"artifact category {category!r} is not one of {CATEGORIES}.")
         rel = f"results/{category}/{digest}{suffix}"
-        return rel, self.root / rel
+        # Resolved now, so that results/figures linked elsewhere is refused
+        # before anything is read or written there.
+        return rel, resolve_inside(self.root, rel, what="artifact path")
 
     def put_bytes(self, data, suffix, *, category=None) -> str:
         """Store ``data`` and return its path relative to the workspace.
@@ -120,17 +121,7 @@ class ArtifactStore:
                 digest.update(chunk)
         return path.name.startswith(digest.hexdigest())
 
-    @staticmethod
-    def _write_atomic(target, chunks):
+    def _write_atomic(self, target, chunks):
         # Write aside and rename, so a reader never sees half a file under a
         # name that claims to be its hash.
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                for chunk in chunks:
-                    fh.write(chunk)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_inside(self.root, target, chunks, what="artifact")

@@ -13,9 +13,7 @@ workspace is meant to be shared.
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,6 +22,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, Validatio
 
 from ._validation import describe
 from .errors import ConfigError
+from .files import write_inside
 from .secrets import scrub
 
 try:
@@ -197,20 +196,21 @@ def load_config(path) -> WorkspaceConfig:
     return validate_settings(data, source=str(path))
 
 
-def write_config(config: WorkspaceConfig, path):
-    """Write ``config`` to ``path`` atomically (a crash leaves the old file intact)."""
+def write_config(config: WorkspaceConfig, path, *, root=None):
+    """Write ``config`` to ``path`` atomically (a crash leaves the old file intact).
+
+    Parameters
+    ----------
+    config : WorkspaceConfig
+    path : str | os.PathLike
+        ``workspace.toml``.
+    root : str | os.PathLike | None
+        The workspace folder the file's real path must stay in (default: the
+        file's folder); a ``workspace.toml`` that links elsewhere is refused.
+    """
     path = Path(path)
-    text = scrub(config.to_toml())
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".workspace.", suffix=".toml.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_inside(path.parent if root is None else root, path, scrub(config.to_toml()),
+                 durable=True, what="workspace settings file")
 
 
 # ---------------------------------------------------------------------------

@@ -6,6 +6,12 @@ load, an export target) go through :func:`resolve_inside`, which refuses
 that lead out of it. Checking the *resolved* path (symlinks followed) is
 what catches the link escapes; rejecting ``..`` outright, even when it would
 stay inside, keeps the rule simple to state and to audit.
+
+The check is always against the workspace folder itself, never against one
+of its sub-folders: ``pipelines/`` replaced by a link to a folder elsewhere
+resolves outside the workspace and is refused, while a link from one
+workspace folder to another stays allowed. Writers go through
+:func:`chatbci.workspace.files.write_inside`, which uses this check.
 """
 
 from __future__ import annotations
@@ -28,17 +34,21 @@ PATH_KINDS = {
 }
 
 
-def resolve_inside(root, path, *, what="path") -> Path:
+def resolve_inside(root, path, *, what="path", base=None) -> Path:
     """Resolve ``path`` (relative to ``root``, or absolute) and check it stays inside.
 
     Parameters
     ----------
     root : str | os.PathLike
-        The folder the path must stay in (the workspace, or one of its folders).
+        The folder the path's real location must stay in (the workspace).
     path : str | os.PathLike
         What the user or the AI handed in.
     what : str
         How to call the path in error messages.
+    base : str | os.PathLike | None
+        Folder, relative to ``root``, that a relative ``path`` starts from
+        (e.g. ``"pipelines"``). The real path is still checked against
+        ``root``, so a ``base`` that is a link leading out is refused too.
 
     Returns
     -------
@@ -64,13 +74,18 @@ def resolve_inside(root, path, *, what="path") -> Path:
             f"{what} {text!r} contains '..'; give a path inside {root} without '..', "
             "e.g. 'results/figures/scores.png'."
         )
-    resolved = (given if given.is_absolute() else root / given).resolve()
+    start = root if base is None else root / base
+    resolved = (given if given.is_absolute() else start / given).resolve()
     if not resolved.is_relative_to(root):
-        why = ("is absolute and outside" if given.is_absolute()
-               else f"leads through a symbolic link to {resolved}, outside")
+        if given.is_absolute() and not Path(os.path.abspath(given)).is_relative_to(root):
+            why, fix = "is absolute and outside", "copy the file into it first"
+        else:
+            why = f"leads through a symbolic link to {resolved}, outside"
+            fix = ("copy the file into it, or replace the link (e.g. a linked pipelines/) "
+                   "by a real folder inside the workspace")
         raise UnsafePathError(
             f"{what} {text!r} {why} the workspace folder {root}. Only files inside the "
-            "workspace can be used; copy the file into it first."
+            f"workspace can be used: {fix}."
         )
     return resolved
 

@@ -26,6 +26,7 @@ from .config import WorkspaceConfig, load_config, validate_settings, write_confi
 from .errors import (ConfigError, UnsafePathError, WorkspaceExistsError,
                      WorkspaceNotFoundError)
 from .events import check_actor
+from .files import write_inside
 from .journal import Journal
 from .knowledge import KnowledgeBase
 from .paths import PATH_KINDS, folder_for, resolve_inside
@@ -217,11 +218,14 @@ class Workspace:
         after = config.model_dump(mode="json")
         changed = {k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]}
         if changed:
+            # Refuse a workspace.toml that links out before the journal records
+            # a change that could not be written.
+            resolve_inside(self.path, self.CONFIG_FILE, what="workspace settings file")
             self.journal.append("note", actor, {
                 "text": f"changed settings: {', '.join(changed)}", "op": "configure",
                 "changes": changed,
             })
-            write_config(config, self.path / self.CONFIG_FILE)
+            write_config(config, self.path / self.CONFIG_FILE, root=self.path)
             self._config = config
         return config
 
@@ -253,10 +257,38 @@ class Workspace:
         ValueError
             Unknown ``kind``.
         UnsafePathError
-            ``name`` would leave the folder.
+            ``name`` would leave the folder, or its real path (symbolic
+            links followed, the folder itself included) is outside the
+            workspace.
         """
-        folder = self.path / folder_for(kind)
+        folder = folder_for(kind)
         if isinstance(name, (str, os.PathLike)) and Path(name).is_absolute():
             raise UnsafePathError(f"{kind} file name {str(name)!r} must be relative to "
-                                  f"{folder_for(kind)}/, e.g. 'scores.csv'.")
-        return resolve_inside(folder, name, what=f"{kind} file name")
+                                  f"{folder}/, e.g. 'scores.csv'.")
+        # Checked against the workspace, not the folder: a folder replaced by
+        # a link to elsewhere must not take the files with it.
+        return resolve_inside(self.path, name, what=f"{kind} file name", base=folder)
+
+    def write_file(self, kind, name, data, *, exclusive=False) -> Path:
+        """Write file ``name`` in the folder for ``kind``, atomically; return its path.
+
+        The file appears whole (written aside, then renamed into place), with
+        the umask's permissions, and only if its real path is inside the
+        workspace (see :func:`chatbci.workspace.files.write_inside`).
+
+        Parameters
+        ----------
+        kind, name
+            As for :meth:`path_for`.
+        data : str | bytes
+            The content (text is written as UTF-8).
+        exclusive : bool
+            Refuse to replace an existing file (``FileExistsError``).
+
+        Returns
+        -------
+        path : pathlib.Path
+            Absolute, symbolic links resolved.
+        """
+        return write_inside(self.path, self.path_for(kind, name), data,
+                            exclusive=exclusive, what=f"{kind} file")
