@@ -19,7 +19,8 @@ from pydantic import ValidationError
 import chatbci
 from chatbci.cli import main
 from chatbci.workspace import (ConfigError, JournalCorruptError,
-                               JournalMissingError, KnowledgeError, UnsafePathError, Workspace,
+                               JournalMissingError, KnowledgeError, KnowledgeWarning,
+                               UnsafePathError, Workspace,
                                WorkspaceConfig, WorkspaceExistsError, WorkspaceNotFoundError)
 from chatbci.workspace.config import dump_toml
 from chatbci.workspace.secrets import REDACTED, scrub
@@ -339,11 +340,14 @@ def test_knowledge_files_are_checked(ws):
         ws.knowledge.get("quoted")
     (folder / "quoted.md").unlink()
     (folder / "broken.md").write_text("no front matter here\n")
+    # Listing skips a broken note with a warning; asking for it raises.
+    with pytest.warns(KnowledgeWarning, match="broken.md has no front matter"):
+        assert "broken" not in [n.id for n in ws.knowledge.list()]
     with pytest.raises(KnowledgeError, match="broken.md has no front matter"):
-        ws.knowledge.list()
+        ws.knowledge.get("broken")
     (folder / "broken.md").write_text("---\ntitle: x\n---\nbody\n")
     with pytest.raises(KnowledgeError, match="lacks author, verified, created"):
-        ws.knowledge.list()
+        ws.knowledge.get("broken")
 
 
 # ---------------------------------------------------------------------------

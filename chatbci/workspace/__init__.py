@@ -13,7 +13,7 @@ from .artifacts import ArtifactStore
 from .config import Budgets, LLMSettings, WorkspaceConfig
 from .errors import (ConfigError, DecisionError, EventValidationError, JournalCorruptError,
                      JournalError, JournalMissingError, JournalVersionError, KnowledgeError,
-                     UnsafePathError, WorkspaceError, WorkspaceExistsError,
+                     KnowledgeWarning, UnsafePathError, WorkspaceError, WorkspaceExistsError,
                      WorkspaceNotFoundError)
 from .events import KINDS, Event
 from .journal import Journal, Thread, VerifyReport
@@ -37,6 +37,7 @@ __all__ = [
     "JournalVersionError",
     "KnowledgeBase",
     "KnowledgeError",
+    "KnowledgeWarning",
     "LLMSettings",
     "Note",
     "Thread",

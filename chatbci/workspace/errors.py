@@ -18,6 +18,7 @@ __all__ = [
     "JournalMissingError",
     "JournalVersionError",
     "KnowledgeError",
+    "KnowledgeWarning",
     "UnsafePathError",
     "WorkspaceError",
     "WorkspaceExistsError",
@@ -75,3 +76,11 @@ class DecisionError(EventValidationError):
 
 class KnowledgeError(WorkspaceError, ValueError):
     """A knowledge-base note is invalid, missing or cannot be read."""
+
+
+class KnowledgeWarning(UserWarning):
+    """A note file was skipped because it cannot be read; the message names it.
+
+    A warning, not an error: one note broken by hand must not stop the
+    session, the search or an export that read the other notes.
+    """

@@ -26,18 +26,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import unicodedata
+import warnings
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 
 import yaml
 
-from .errors import EventValidationError, KnowledgeError
+from .errors import EventValidationError, KnowledgeError, KnowledgeWarning, UnsafePathError
 from .events import check_actor, format_ts
+from .files import write_inside
+from .paths import resolve_inside
 from .secrets import scrub
 
 __all__ = ["KnowledgeBase", "Note"]
@@ -103,12 +104,6 @@ class Note:
         return f"---\n{head}---\n{body}"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _slug(title):
     text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60].strip("-")
@@ -138,6 +133,18 @@ def _check_author(author, allow=("human", "ai"), what="author"):
         raise KnowledgeError(f"{what}: {err}") from None
 
 
+def _yaml_problem(err):
+    """PyYAML's multi-line message as one line, with the line number in the file."""
+    problem = getattr(err, "problem", None)
+    if not problem:
+        return " ".join(str(err).split())
+    mark = getattr(err, "problem_mark", None)
+    # The front matter starts on the file's second line, after '---'.
+    where = f"line {mark.line + 2}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(err, "context", None)
+    return where + problem + (f", {context}" if context else "")
+
+
 def parse_note(text, path, note_id) -> Note:
     """Parse a note file's ``text`` (``path`` is only used in error messages)."""
     match = _FRONT.match(text)
@@ -149,7 +156,8 @@ def parse_note(text, path, note_id) -> Note:
     try:
         front = yaml.safe_load(match.group(1)) or {}
     except yaml.YAMLError as err:
-        raise KnowledgeError(f"{path}: the front matter is not valid YAML ({err}).") from None
+        raise KnowledgeError(f"{path}: the front matter is not valid YAML "
+                             f"({_yaml_problem(err)}); fix that line.") from None
     if not isinstance(front, dict):
         raise KnowledgeError(f"{path}: the front matter must be YAML fields (key: value).")
     missing = [k for k in ("title", "author", "verified", "created") if k not in front]
@@ -184,28 +192,58 @@ def parse_note(text, path, note_id) -> Note:
 class KnowledgeBase:
     """The notes of a workspace (``ws.knowledge``).
 
+    A note file that cannot be read (broken by hand, not UTF-8...) does not
+    stop the others: :meth:`list` and :meth:`search` skip it, warn once per
+    version of the file (:class:`~chatbci.workspace.errors.KnowledgeWarning`,
+    naming the file and what is wrong) and keep it in :attr:`problems`;
+    :meth:`get` of that note raises the problem as a :class:`KnowledgeError`.
+
     Parameters
     ----------
     folder : str | os.PathLike
         The ``knowledge/`` folder.
     journal : Journal
         Where additions and verifications are recorded.
+    root : str | os.PathLike | None
+        The workspace folder; notes are never written where their real path
+        leaves it (default: the parent of ``folder``).
+
+    Attributes
+    ----------
+    problems : dict of str to str
+        The note files the last :meth:`list` skipped, and why.
     """
 
-    def __init__(self, folder, journal):
+    def __init__(self, folder, journal, *, root=None):
         self.folder = Path(folder)
         self.journal = journal
-        # path -> ((mtime_ns, size), Note): parse each file once, re-read when it changes.
+        self.root = (Path(root) if root is not None else self.folder.absolute().parent).resolve()
+        self.problems = {}
+        # path -> ((mtime_ns, size), Note | KnowledgeError): parse each file
+        # once, re-read it when it changes. A broken file is remembered too,
+        # so that it is warned about once per version, not at every turn.
         self._parsed = {}
 
     def _load(self, path):
+        """The note in ``path``, or the KnowledgeError saying why it cannot be read."""
         st = path.stat()
         stamp = (st.st_mtime_ns, st.st_size)
         hit = self._parsed.get(path)
         if hit is None or hit[0] != stamp:
-            note = parse_note(path.read_text(encoding="utf-8"), path, path.stem)
-            hit = (stamp, self._vouched(note, path, stamp))
+            try:
+                note = parse_note(path.read_text(encoding="utf-8"), path, path.stem)
+            except UnicodeDecodeError as err:
+                note = KnowledgeError(f"{path} is not UTF-8 text (byte {err.start} cannot "
+                                      "be read); save it as UTF-8.")
+            except KnowledgeError as err:
+                note = err
+            else:
+                note = self._vouched(note, path, stamp)
+            hit = (stamp, note)
             self._parsed[path] = hit
+            if isinstance(note, KnowledgeError):
+                warnings.warn(f"{note} The note is skipped until the file is fixed.",
+                              KnowledgeWarning, stacklevel=4)
         return hit[1]
 
     def _vouched(self, note, path, stamp=None) -> Note:
@@ -240,12 +278,8 @@ class KnowledgeBase:
         try:
             st = path.stat()
             if stamp is None or (st.st_mtime_ns, st.st_size) == stamp:
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".md")
-                with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                    fh.write(cleared.to_markdown())
-                os.chmod(tmp, 0o666 & ~_umask())
-                os.replace(tmp, path)
-        except OSError:  # the journal already says it; the file is rewritten next time
+                write_inside(self.root, path, cleared.to_markdown(), what="knowledge note")
+        except (OSError, UnsafePathError):  # the journal says it; the file is rewritten next time
             pass
         return cleared
 
@@ -298,15 +332,17 @@ class KnowledgeBase:
                     sources=tuple(sources), created=now, body=body,
                     verified_by=author if verified else None,
                     verified_at=now if verified else None)
-        self.folder.mkdir(parents=True, exist_ok=True)
         base = _slug(title)
         for n in range(1, 10_000):
             note_id = base if n == 1 else f"{base}-{n}"
             note = replace(note, id=note_id, path=f"knowledge/{note_id}.md")
             try:
-                # "x": claim the name atomically, even against another process.
-                with open(self._file(note_id), "x", encoding="utf-8", newline="\n") as fh:
-                    fh.write(note.to_markdown())
+                # Exclusive, as open(..., "x") was: the name is claimed
+                # atomically, even against another process, but with the whole
+                # note in it from the first moment -- a session listing notes
+                # meanwhile never meets an empty file.
+                write_inside(self.root, self._file(note_id), note.to_markdown(),
+                             exclusive=True, what="knowledge note")
                 break
             except FileExistsError:
                 continue
@@ -329,21 +365,47 @@ class KnowledgeBase:
         """The note ``note_id`` (``KnowledgeError`` if there is none)."""
         path = self._file(note_id)
         try:
-            return self._load(path)
+            with warnings.catch_warnings():
+                # The problem is raised here, not warned about.
+                warnings.simplefilter("ignore", KnowledgeWarning)
+                note = self._load(path)
         except FileNotFoundError:
             raise KnowledgeError(f"no note {note_id!r} in {self.folder}; `chatbci note "
                                  "list` shows the notes.") from None
+        if isinstance(note, KnowledgeError):
+            raise KnowledgeError(str(note))
+        return note
 
     def list(self, *, verified=None, author=None) -> list[Note]:
         """All notes, oldest first; optionally only (un)verified ones or one author.
 
         ``author`` is an exact author or a type (``"human"``, ``"ai"``).
+        A note file that cannot be read is skipped with a
+        :class:`~chatbci.workspace.errors.KnowledgeWarning` (see the class).
         """
-        notes = []
+        notes, problems, seen = [], {}, set()
         if self.folder.is_dir():
             for path in sorted(self.folder.glob("*.md")):
-                if _ID.fullmatch(path.stem):
-                    notes.append(self._load(path))
+                if not _ID.fullmatch(path.stem):
+                    continue
+                seen.add(path)
+                try:
+                    note = self._load(path)
+                except FileNotFoundError:
+                    continue  # removed since the folder was listed
+                except OSError as err:  # unreadable: permissions, a folder named x.md...
+                    note = KnowledgeError(f"{path} cannot be read ({err.strerror or err}).")
+                    if str(path) not in self.problems:
+                        warnings.warn(f"{note} The note is skipped until the file is fixed.",
+                                      KnowledgeWarning, stacklevel=2)
+                if isinstance(note, KnowledgeError):
+                    problems[str(path)] = str(note)
+                else:
+                    notes.append(note)
+        self.problems = problems
+        # Forget removed files, so that the cache does not grow without bound.
+        for gone in [p for p in self._parsed if p not in seen]:
+            self._parsed.pop(gone, None)
         if verified is not None:
             notes = [n for n in notes if n.verified == verified]
         if author is not None:
@@ -398,19 +460,15 @@ class KnowledgeBase:
         done = replace(note, verified=True, verified_by=by,
                        verified_at=datetime.now(timezone.utc))
         path = self._file(note_id)
+        # Refused before the journal records a verification that could not be
+        # written (a note linked out of the workspace).
+        resolve_inside(self.root, path, what="knowledge note")
         # Journal first, then swap the file in: a file saying "verified" is
         # always backed by its journal event.
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".md")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write(done.to_markdown())
-            self.journal.append("note", by, {
-                "text": f"verified knowledge note {note.title!r}", "op": "verify",
-                "note_id": note_id, "author": note.author,
-                "content_sha256": note.content_hash,
-            })
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        self.journal.append("note", by, {
+            "text": f"verified knowledge note {note.title!r}", "op": "verify",
+            "note_id": note_id, "author": note.author,
+            "content_sha256": note.content_hash,
+        })
+        write_inside(self.root, path, done.to_markdown(), what="knowledge note")
         return done

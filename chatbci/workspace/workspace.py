@@ -61,7 +61,7 @@ class Workspace:
         self.path = Path(path).resolve()
         self._config = config
         self.journal = journal
-        self.knowledge = KnowledgeBase(self.path / "knowledge", journal)
+        self.knowledge = KnowledgeBase(self.path / "knowledge", journal, root=self.path)
         self.artifacts = ArtifactStore(self.path)
 
     # -- creating and opening -----------------------------------------------
