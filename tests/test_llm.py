@@ -616,3 +616,351 @@ def test_random_faults_give_a_completion_or_an_llm_error():
         assert server.errors == []
     assert outcomes["completion"] > 50 and outcomes["error"] > 0
     assert time.monotonic() - started < 30
+
+
+# --------------------------------------------------------------------------
+# The answer cap, sampling settings and what is journaled of them
+# --------------------------------------------------------------------------
+
+def test_answer_cap_seed_and_temperature_are_sent_and_reported(server):
+    server.script([Reply.text("ok"), Reply.text("ok")])
+    with make_chat(server, max_tokens=300, seed=7, temperature=0.0) as chat:
+        assert chat.max_tokens_param == "max_tokens"  # a local server
+        reply = chat.complete(MESSAGES, tools=TOOLS)
+    sent = server.requests[0]
+    assert (sent["max_tokens"], sent["seed"], sent["temperature"]) == (300, 7, 0.0)
+    assert "max_completion_tokens" not in sent
+    assert reply.request_params == {
+        "temperature": 0.0, "seed": 7, "max_tokens": 300, "max_tokens_param": "max_tokens",
+        "stream": True, "tool_calls": "auto", "tool_choice": "auto"}
+    with make_chat(server, max_tokens=None, temperature=None) as chat:
+        reply = chat.complete(MESSAGES)
+    sent = server.requests[1]
+    assert not {"max_tokens", "max_completion_tokens", "seed", "temperature"} & set(sent)
+    assert reply.request_params["max_tokens"] is None
+    assert reply.request_params["tool_choice"] is None  # no tools were sent
+
+
+@pytest.mark.parametrize("base_url, param", [
+    (None, "max_completion_tokens"),
+    ("https://api.openai.com/v1", "max_completion_tokens"),
+    ("https://myres.openai.azure.com/openai/v1/", "max_completion_tokens"),
+    ("https://myres.cognitiveservices.azure.com/openai/v1/", "max_completion_tokens"),
+    ("http://localhost:11434/v1", "max_tokens"),
+    ("http://localhost:8000/v1", "max_tokens"),
+])
+def test_cap_parameter_name_per_provider(base_url, param):
+    settings = LLMSettings(model="m", base_url=base_url, api_key=SecretStr(KEY))
+    with OpenAIChat(settings) as chat:
+        assert chat.max_tokens_param == param
+
+
+@pytest.mark.parametrize("rejected, accepted", [
+    ("max_tokens", "max_completion_tokens"), ("max_completion_tokens", "max_tokens")])
+def test_server_rejecting_the_cap_name_gets_the_other_one(server, rejected, accepted):
+    message = (f"Unsupported parameter: '{rejected}' is not supported with this model. "
+               f"Use '{accepted}' instead.")
+    server.script([Fault.status(400, message, error_code="unsupported_parameter",
+                                param=rejected), Reply.text("ok"), Reply.text("again")])
+    with make_chat(server, max_retries=0, max_tokens=256) as chat:
+        chat._cap_param = rejected  # as chosen for this provider
+        assert chat.complete(MESSAGES).text == "ok"
+        assert chat.max_tokens_param == accepted
+        reply = chat.complete(MESSAGES)
+    first, second, third = server.requests
+    assert first[rejected] == 256 and rejected not in second and second[accepted] == 256
+    assert third[accepted] == 256 and rejected not in third
+    assert reply.request_params["max_tokens_param"] == accepted
+
+
+def test_length_finish_is_truncated(server):
+    server.script([Reply.text("A long answer that was", finish_reason="length"),
+                   Reply.text("Short.")])
+    with make_chat(server) as chat:
+        cut = chat.complete(MESSAGES)
+        whole = chat.complete(MESSAGES)
+    assert cut.truncated and cut.finish_reason == "length" and cut.text == "A long answer that was"
+    assert not whole.truncated
+    # A constructed Completion says so too (the offline backend builds them).
+    assert Completion("x", finish_reason="length").truncated
+    assert not Completion("x").truncated and Completion("x").request_params == {}
+
+
+def test_usage_not_reported_is_unknown(server):
+    server.script([Reply.text("no usage", usage=False),
+                   Reply.recorded({"status": 200, "body": (
+                       'data: {"id": "c1", "object": "chat.completion.chunk", "created": 1, '
+                       '"model": "m", "choices": [{"index": 0, "delta": {"content": "hi"}, '
+                       '"finish_reason": "stop"}], "usage": {"prompt_tokens": 0, '
+                       '"completion_tokens": 0, "total_tokens": 0}}\n\ndata: [DONE]\n\n')})])
+    with make_chat(server) as chat:
+        missing = chat.complete(MESSAGES)
+        zeros = chat.complete(MESSAGES)
+    assert server.requests[0]["stream_options"] == {"include_usage": True}
+    assert missing.text == "no usage" and missing.usage is None
+    assert zeros.text == "hi" and zeros.usage is None  # a placeholder, not a count
+
+
+# --------------------------------------------------------------------------
+# Without streaming
+# --------------------------------------------------------------------------
+
+def test_non_streaming_text_and_tool_calls(server):
+    server.script([Reply.text(LONG_TEXT),
+                   Reply.tool_calls([("explore_subject", {"dataset": "SimulatedMI",
+                                                          "subject": 1})], text="Looking."),
+                   Reply.text("cut", finish_reason="length")])
+    deltas = []
+    with make_chat(server, stream=False) as chat:
+        text = chat.complete(MESSAGES, on_delta=deltas.append)
+        calls = chat.complete(MESSAGES, tools=TOOLS, on_delta=deltas.append)
+        cut = chat.complete(MESSAGES)
+    assert deltas == [LONG_TEXT, "Looking."]  # once per answer, the whole text
+    assert text.text == LONG_TEXT and text.usage["total_tokens"] > 0
+    assert text.finish_reason == "stop" and text.request_params["stream"] is False
+    assert [(c.name, c.parse_arguments(), c.source) for c in calls.tool_calls] == [
+        ("explore_subject", {"dataset": "SimulatedMI", "subject": 1}, "native")]
+    assert calls.finish_reason == "tool_calls" and calls.text == "Looking."
+    assert cut.truncated
+    assert all(r["stream"] is False and "stream_options" not in r for r in server.requests)
+
+
+def test_non_streaming_retries_and_timeout_hint(server):
+    server.script([Fault.status(503), Fault.truncated_stream(), Reply.text("fine")])
+    with make_chat(server, stream=False) as chat:
+        reply = chat.complete(MESSAGES)
+    assert reply.text == "fine" and reply.attempts == 3
+    server.script([Fault.hang(2), Fault.hang(2)])
+    with make_chat(server, stream=False, timeout=0.3, max_retries=1) as chat:
+        with pytest.raises(LLMError) as info:
+            chat.complete(MESSAGES)
+    assert info.value.reason == "timeout"
+    assert "raise [llm] timeout (now 0.3 s" in str(info.value)
+    assert "whole answer must arrive within it" in str(info.value)
+
+
+# --------------------------------------------------------------------------
+# Tool-call modes
+# --------------------------------------------------------------------------
+
+TAGGED = ('Let me check.\n<tool_call>\n{"name": "explore_subject", "arguments": '
+          '{"dataset": "SimulatedMI", "subject": 2}}\n</tool_call>')
+
+
+def test_text_mode_sends_no_schemas_and_reads_written_calls(server):
+    server.script([Reply.text(TAGGED)])
+    shown, resets = [], []
+
+    def reset():
+        resets.append("".join(shown))
+        shown.clear()
+
+    with make_chat(server, tool_calls="text") as chat:
+        reply = chat.complete(MESSAGES, tools=TOOLS, on_delta=shown.append, on_reset=reset)
+    sent = server.requests[0]
+    assert "tools" not in sent and "tool_choice" not in sent
+    assert [(c.name, c.parse_arguments(), c.source) for c in reply.tool_calls] == [
+        ("explore_subject", {"dataset": "SimulatedMI", "subject": 2}, "text")]
+    assert reply.text == "Let me check." and reply.raw_text == TAGGED
+    assert resets == [TAGGED] and "".join(shown) == "Let me check."
+    assert reply.request_params["tool_calls"] == "text"
+    assert reply.request_params["tool_choice"] is None
+    message = reply.as_message()
+    assert message["content"] == "Let me check."
+    assert message["tool_calls"][0]["function"]["name"] == "explore_subject"
+
+
+def test_auto_mode_reads_written_calls_only_for_declared_tools(server):
+    server.script([Reply.text(TAGGED),
+                   Reply.text(TAGGED.replace("explore_subject", "rm_rf")),
+                   Reply.text(TAGGED)])
+    with make_chat(server) as chat:
+        written = chat.complete(MESSAGES, tools=TOOLS)
+        undeclared = chat.complete(MESSAGES, tools=TOOLS)
+        no_tools = chat.complete(MESSAGES)
+    assert server.requests[0]["tools"] == TOOLS  # auto still sends the schemas
+    assert [c.source for c in written.tool_calls] == ["text"]
+    assert undeclared.tool_calls == [] and "rm_rf" in undeclared.text
+    assert no_tools.tool_calls == [] and no_tools.text == TAGGED
+
+
+def test_native_calls_win_and_tool_choice_none_reads_no_text(server):
+    server.script([Reply.tool_calls([("list_datasets", {})], text=TAGGED),
+                   Reply.text(TAGGED)])
+    with make_chat(server) as chat:
+        native = chat.complete(MESSAGES, tools=TOOLS)
+        none = chat.complete(MESSAGES, tools=TOOLS, tool_choice="none")
+    assert [(c.name, c.source) for c in native.tool_calls] == [("list_datasets", "native")]
+    assert native.text == TAGGED and native.raw_text is None
+    assert none.tool_calls == [] and none.text == TAGGED
+
+
+# --------------------------------------------------------------------------
+# Context-size errors
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("style, prompt, window", [
+    ("llama.cpp", 8210, 8192), ("openai", 130000, 128000), ("vllm", 5000, 4096)])
+def test_context_errors_of_each_server_are_classified(server, style, prompt, window):
+    server.script([Fault.context_exceeded(prompt, window, style=style)])
+    with make_chat(server, max_retries=3) as chat:
+        with pytest.raises(LLMError) as info:
+            chat.complete(MESSAGES)
+    err = info.value
+    assert (err.reason, err.attempts, err.prompt_tokens, err.context_tokens) == (
+        "context_length", 1, prompt, window)
+    assert len(server.requests) == 1 and f"{window:,}" in str(err)
+    assert "tool calling" not in str(err)
+
+
+@pytest.mark.parametrize("message", [
+    "Requested tokens (9000) exceed context window of 8192",
+    "prompt is too long: 210000 tokens > 200000 maximum",
+    "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: "
+    "3900 `inputs` tokens and 1024 `max_new_tokens`",
+    "The number of tokens to keep from the initial prompt is greater than the context length",
+])
+def test_other_context_messages_are_recognised(server, message):
+    server.script([Fault.status(400, message)])
+    with make_chat(server) as chat:
+        with pytest.raises(LLMError) as info:
+            chat.complete(MESSAGES)
+    assert info.value.reason == "context_length" and info.value.attempts == 1
+
+
+def test_answer_cap_shrinks_to_the_room_the_prompt_leaves(server):
+    # vLLM refuses a prompt that fits when prompt + max_tokens does not.
+    server.script([Fault.context_exceeded(1500, 2048, style="vllm", max_tokens=1024),
+                   Reply.text("fits")])
+    with make_chat(server, max_retries=0, max_tokens=1024) as chat:
+        reply = chat.complete(MESSAGES)
+    assert reply.text == "fits" and reply.attempts == 2
+    assert [r["max_tokens"] for r in server.requests] == [1024, 548]
+    assert reply.request_params["max_tokens"] == 548
+    # Too little room left: the error stands, and says what to change.
+    server.script([Fault.context_exceeded(2000, 2048, style="vllm", max_tokens=1024)])
+    with make_chat(server, max_tokens=1024) as chat:
+        with pytest.raises(LLMError) as info:
+            chat.complete(MESSAGES)
+    assert "answer may take up to 1,024" in str(info.value)
+    assert "lower [llm] max_tokens (now 1,024)" in str(info.value)
+
+
+def test_generic_bad_request_points_at_the_new_settings(server):
+    server.script([Fault.status(400, "tools param requires --jinja flag")])
+    with make_chat(server) as chat:
+        with pytest.raises(LLMError) as info:
+            chat.complete(MESSAGES, tools=TOOLS)
+    assert info.value.reason == "bad_request"
+    assert 'tool_calls = "text"' in str(info.value) and "stream = false" in str(info.value)
+
+
+# --------------------------------------------------------------------------
+# The context window
+# --------------------------------------------------------------------------
+
+def test_context_window_from_llama_cpp_props():
+    with FakeLLMServer(n_ctx=8192) as server:
+        with make_chat(server) as chat:
+            assert chat.context_tokens() == 8192
+            asked = len(server.received)
+            assert chat.context_tokens() == 8192 and len(server.received) == asked  # cached
+            assert chat.context_tokens(refresh=True) == 8192 and len(server.received) > asked
+        paths = [r.path for r in server.received]
+    assert paths[:2] == ["/v1/models", "/props"]
+
+
+def test_context_window_from_vllm_models_listing():
+    with FakeLLMServer(model_info={"max_model_len": 32768}) as server:
+        with make_chat(server) as chat:
+            assert chat.context_tokens() == 32768
+        assert [r.path for r in server.received] == ["/v1/models"]
+
+
+def test_configured_context_window_wins_and_unknown_is_none(server):
+    with make_chat(server, context_tokens=4096) as chat:
+        assert chat.context_tokens() == 4096
+    assert server.received == []
+    with make_chat(server) as chat:
+        assert chat.context_tokens() is None
+        asked = len(server.received)
+        assert chat.context_tokens() is None and len(server.received) == asked
+    settings = LLMSettings(model="m", base_url=f"http://127.0.0.1:{free_port()}/v1",
+                           api_key=SecretStr(KEY))
+    started = time.monotonic()
+    with OpenAIChat(settings, discovery_timeout=0.5) as chat:
+        assert chat.context_tokens() is None  # no server: None, no exception
+    assert time.monotonic() - started < 3
+
+
+# --------------------------------------------------------------------------
+# Settings from workspace.toml and the environment
+# --------------------------------------------------------------------------
+
+def test_new_settings_defaults_toml_and_environment():
+    settings = LLMSettings.resolve(env={})
+    assert (settings.max_tokens, settings.context_tokens, settings.seed, settings.stream,
+            settings.tool_calls) == (1024, None, None, True, "auto")
+    toml = {"timeout": 300, "max_tokens": 512, "context_tokens": 8192, "temperature": 0.0,
+            "seed": 42, "stream": False, "tool_calls": "text", "max_retries": 0}
+    from_toml = LLMSettings.resolve(toml, env={})
+    assert (from_toml.timeout, from_toml.max_tokens, from_toml.context_tokens,
+            from_toml.temperature, from_toml.seed, from_toml.stream, from_toml.tool_calls,
+            from_toml.max_retries) == (300.0, 512, 8192, 0.0, 42, False, "text", 0)
+    env = {"CHATBCI_LLM_TIMEOUT": "120", "CHATBCI_LLM_MAX_TOKENS": "2048",
+           "CHATBCI_LLM_CONTEXT_TOKENS": "16384", "CHATBCI_LLM_TEMPERATURE": "0.7",
+           "CHATBCI_LLM_SEED": "1", "CHATBCI_LLM_STREAM": "true",
+           "CHATBCI_LLM_TOOL_CALLS": "native", "CHATBCI_LLM_MAX_RETRIES": "5",
+           "CHATBCI_LLM_SEEDLING": "ignored"}
+    both = LLMSettings.resolve(toml, env=env)
+    assert (both.timeout, both.max_tokens, both.context_tokens, both.temperature, both.seed,
+            both.stream, both.tool_calls, both.max_retries) == (
+        120.0, 2048, 16384, 0.7, 1, True, "native", 5)
+    assert LLMSettings.resolve(toml, env={"CHATBCI_LLM_MAX_TOKENS": " "}).max_tokens == 512
+    public = both.public_dict()
+    assert (public["max_tokens"], public["seed"], public["stream"], public["tool_calls"]) == (
+        2048, 1, True, "native")
+
+
+@pytest.mark.parametrize("table, env, words", [
+    ({"max_tokens": 0}, {}, "[llm] max_tokens in workspace.toml = 0"),
+    ({"context_tokens": -5}, {}, "[llm] context_tokens"),
+    ({"tool_calls": "json"}, {}, "'auto', 'native' or 'text'"),
+    ({"stream": "sometimes"}, {}, "[llm] stream"),
+    ({"seed": 1.5}, {}, "[llm] seed"),
+    ({}, {"CHATBCI_LLM_MAX_TOKENS": "lots"}, "the CHATBCI_LLM_MAX_TOKENS environment variable"),
+    ({}, {"CHATBCI_LLM_TIMEOUT": "0"}, "CHATBCI_LLM_TIMEOUT environment variable = '0'"),
+    ({}, {"CHATBCI_LLM_TOOL_CALLS": "xml"}, "CHATBCI_LLM_TOOL_CALLS"),
+    ({"max_token": 5}, {}, "allowed: model, base_url, timeout, max_retries, max_tokens"),
+])
+def test_invalid_new_settings_name_the_key_or_variable(table, env, words):
+    with pytest.raises(LLMConfigError) as info:
+        LLMSettings.resolve(table, env=env)
+    assert words in str(info.value)
+
+
+def test_workspace_llm_table_accepts_and_checks_the_new_settings():
+    from chatbci.workspace.config import dump_toml, validate_settings
+    from chatbci.workspace.errors import ConfigError
+
+    base = {"title": "MI study", "goal": "Compare decoders"}
+    llm = {"model": "qwen2.5-7b-instruct", "base_url": "http://127.0.0.1:8080/v1",
+           "timeout": 300, "max_retries": 1, "max_tokens": 768, "context_tokens": 8192,
+           "temperature": 0.0, "seed": 42, "stream": False, "tool_calls": "text"}
+    config = validate_settings({**base, "llm": llm})
+    # What the session builds its client from: every [llm] setting.
+    settings = LLMSettings.resolve(config.llm.model_dump(), env={})
+    assert (settings.timeout, settings.max_tokens, settings.seed, settings.stream,
+            settings.tool_calls, settings.context_tokens) == (300.0, 768, 42, False, "text", 8192)
+    # Unset settings are left out of workspace.toml and to the defaults.
+    minimal = validate_settings({**base, "llm": {"model": "m"}})
+    assert "max_tokens" not in dump_toml(minimal.model_dump(mode="json"))
+    assert LLMSettings.resolve(minimal.llm.model_dump(), env={}).max_tokens == 1024
+    for bad, words in [({"timeout": 0}, "`llm.timeout` = 0"),
+                       ({"max_tokens": "1024"}, "`llm.max_tokens`"),
+                       ({"tool_calls": "json"}, "'auto', 'native' or 'text'"),
+                       ({"stream": "no"}, "`llm.stream`"),
+                       ({"max_tokenz": 1}, "allowed keys: base_url, context_tokens")]:
+        with pytest.raises(ConfigError) as info:
+            validate_settings({**base, "llm": bad})
+        assert words in str(info.value)

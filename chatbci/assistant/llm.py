@@ -30,6 +30,33 @@ set ``model`` to the *deployment* name and put the Azure key in
 ``OPENAI_API_KEY``. Local servers ignore the key;
 the SDK insists on one, so a placeholder is sent when none is set.
 
+Limits and what the answer says about them
+------------------------------------------
+Every request carries an answer cap (``[llm] max_tokens``, 1024 by
+default), sent as ``max_completion_tokens`` to OpenAI and Azure OpenAI
+(their newer models reject ``max_tokens``) and as ``max_tokens`` to every
+other server (llama.cpp, llama-cpp-python, vLLM, Ollama, LM Studio all
+read that name). A server that answers HTTP 400 naming the parameter as
+unsupported gets the other name, once; the client remembers it. An answer
+cut by the cap has ``finish_reason == "length"`` and
+:attr:`Completion.truncated` set. A conversation that no longer fits the
+model's context window raises :class:`LLMError` with
+``reason="context_length"`` and the token counts the server gave
+(:attr:`LLMError.prompt_tokens`, :attr:`LLMError.context_tokens`), at
+once: the same request would fail again. :meth:`OpenAIChat.context_tokens`
+says how large the window is, from ``[llm] context_tokens`` or from the
+server (llama.cpp's ``/props``, vLLM's ``/v1/models``).
+
+Tool calls written as text
+--------------------------
+Small local models often write a tool call into their answer instead of
+sending a structured one. With ``[llm] tool_calls = "auto"`` (the default)
+or ``"text"``, the common written forms that name a *declared* tool
+(``<tool_call>`` tags, fenced JSON, ``functions.NAME:``; see
+:mod:`chatbci.assistant.textcalls`) become :class:`ToolCall` objects with
+``source="text"``, taken out of the answer text; ``"native"`` never looks
+at the text, ``"text"`` does not send the tool schemas at all.
+
 Failures
 --------
 :meth:`OpenAIChat.complete` retries what a retry can fix -- HTTP 429 (after
@@ -44,16 +71,19 @@ stream, which the SDK would not retry.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import json
 import math
 import os
 import random
+import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 import openai
@@ -65,6 +95,8 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+
+from .textcalls import find_text_calls
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -86,8 +118,23 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 #: Sent as the key to servers that need none (the SDK refuses an empty key).
 NO_KEY_PLACEHOLDER = "chatbci-no-key"
 
-#: The keys ``[llm]`` may hold.
-_CONFIG_KEYS = ("model", "base_url", "timeout", "max_retries", "temperature")
+#: The answer cap sent with every request unless ``[llm] max_tokens`` says otherwise.
+DEFAULT_MAX_TOKENS = 1024
+
+#: The keys ``[llm]`` may hold, and the environment variable overriding each.
+_ENV_VARS = {
+    "model": "CHATBCI_MODEL",
+    "base_url": "OPENAI_BASE_URL",
+    "timeout": "CHATBCI_LLM_TIMEOUT",
+    "max_retries": "CHATBCI_LLM_MAX_RETRIES",
+    "max_tokens": "CHATBCI_LLM_MAX_TOKENS",
+    "context_tokens": "CHATBCI_LLM_CONTEXT_TOKENS",
+    "temperature": "CHATBCI_LLM_TEMPERATURE",
+    "seed": "CHATBCI_LLM_SEED",
+    "stream": "CHATBCI_LLM_STREAM",
+    "tool_calls": "CHATBCI_LLM_TOOL_CALLS",
+}
+_CONFIG_KEYS = tuple(_ENV_VARS)
 #: Key names that can only mean a credential ("max_tokens" is fine, "token" is not).
 _SECRET_KEYS = {"api_key", "apikey", "api-key", "key", "token", "secret", "password",
                 "openai_api_key", "access_token"}
@@ -108,19 +155,27 @@ class LLMError(RuntimeError):
     reason : str
         ``"rate_limit"``, ``"quota"``, ``"server_error"``, ``"timeout"``,
         ``"connection"``, ``"truncated"``, ``"invalid_response"``,
-        ``"auth"``, ``"permission"``, ``"not_found"``, ``"bad_request"``...
+        ``"auth"``, ``"permission"``, ``"not_found"``, ``"bad_request"``,
+        ``"context_length"`` (never retried: shorten the conversation)...
     status_code : int | None
         The HTTP status of the last attempt, if the server answered.
     attempts : int
         How many requests were made.
+    prompt_tokens, context_tokens : int | None
+        For ``reason == "context_length"`` (the conversation does not fit
+        the model's context window): the size of the request and of the
+        window in tokens, where the server said; None otherwise.
     """
 
     def __init__(self, message: str, *, reason: str = "error", status_code: int | None = None,
-                 attempts: int = 1):
+                 attempts: int = 1, prompt_tokens: int | None = None,
+                 context_tokens: int | None = None):
         super().__init__(message)
         self.reason = reason
         self.status_code = status_code
         self.attempts = attempts
+        self.prompt_tokens = prompt_tokens
+        self.context_tokens = context_tokens
 
 
 class LLMConfigError(ValueError):
@@ -164,11 +219,17 @@ class ToolCall:
     arguments : str
         The raw JSON text, as sent (possibly invalid: see
         :meth:`parse_arguments`).
+    source : {"native", "text"}
+        ``"native"``: sent in the API's ``tool_calls`` field. ``"text"``:
+        written by the model in its answer text and recognised by
+        :func:`chatbci.assistant.textcalls.find_text_calls` (only ever a
+        declared tool's name); the journal should say so.
     """
 
     id: str
     name: str
     arguments: str
+    source: str = "native"
 
     def parse_arguments(self) -> dict[str, Any]:
         """The arguments as a dict.
@@ -229,6 +290,26 @@ class Completion:
         Wall time of the whole call, retries and waits included.
     attempts : int
         Requests made (1 if the first succeeded).
+    request_params : dict
+        What was asked for, for the journal (papers report sampling
+        settings): ``temperature`` and ``seed`` (None: not sent, the
+        server's default), ``max_tokens`` (the answer cap sent, None if
+        none) and ``max_tokens_param`` (the name it was sent under),
+        ``stream``, ``tool_calls`` (the mode: ``"native"``, ``"text"``,
+        ``"auto"``) and ``tool_choice`` (None when no tool schemas were
+        sent).
+    raw_text : str | None
+        The answer text as the model wrote it, when tool calls written as
+        text were taken out of it (``text`` is then what remains); None
+        otherwise.
+    system_fingerprint : str | None
+        The server's configuration fingerprint (OpenAI; with ``seed`` it
+        tells whether two answers can be compared), if sent.
+
+    Notes
+    -----
+    ``usage`` is None when the server did not report it (some servers
+    ignore ``stream_options``): unknown, not zero.
     """
 
     text: str
@@ -238,6 +319,22 @@ class Completion:
     model: str = ""
     latency_s: float = 0.0
     attempts: int = 1
+    request_params: dict[str, Any] = field(default_factory=dict)
+    raw_text: str | None = None
+    system_fingerprint: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the answer was cut by the answer cap (``finish_reason == "length"``).
+
+        The text (and any tool call being written) is then incomplete.
+        """
+        return self.finish_reason == "length"
+
+    @property
+    def text_tool_calls(self) -> bool:
+        """Whether any of the tool calls was written as text (``source == "text"``)."""
+        return any(call.source == "text" for call in self.tool_calls)
 
     def as_message(self) -> dict[str, Any]:
         """The assistant message to append to the conversation.
@@ -338,11 +435,40 @@ class LLMSettings(BaseModel):
     timeout : float
         Seconds to wait for the connection and for each piece of the
         answer (a long answer that keeps streaming never times out).
+        With ``stream=False`` the whole answer must arrive within it.
     max_retries : int
         Retries after the first attempt for failures a retry can fix.
     temperature : float | None
         Sampling temperature; None to leave it out of the request (some
         reasoning models reject any value).
+    max_tokens : int | None
+        The answer cap, 1024 by default (a small model can otherwise loop
+        until the context is full). Sent as ``max_completion_tokens`` to
+        OpenAI and Azure OpenAI, as ``max_tokens`` elsewhere; None sends
+        none. Reasoning models count their reasoning in it: raise it for
+        them.
+    context_tokens : int | None
+        The model's context window in tokens; None to ask the server
+        (:meth:`OpenAIChat.context_tokens`).
+    seed : int | None
+        Sampling seed, sent when set (OpenAI, llama.cpp, vLLM and Ollama
+        accept it; determinism is best effort).
+    stream : bool
+        Stream the answer (default). Several local servers parse tool
+        calls only without streaming: set False for them.
+    tool_calls : {"auto", "native", "text"}
+        ``"native"``: send the tool schemas and take only the API's tool
+        calls. ``"auto"`` (default): the same, and also accept tool calls
+        the model wrote as text when they name a declared tool.
+        ``"text"``: do not send the schemas (the prompt describes the
+        tools) and take tool calls from the text only.
+
+    Each has an environment override, which wins over ``[llm]``:
+    ``CHATBCI_LLM_TIMEOUT``, ``CHATBCI_LLM_MAX_RETRIES``,
+    ``CHATBCI_LLM_MAX_TOKENS``, ``CHATBCI_LLM_CONTEXT_TOKENS``,
+    ``CHATBCI_LLM_TEMPERATURE``, ``CHATBCI_LLM_SEED``,
+    ``CHATBCI_LLM_STREAM`` (``true``/``false``) and
+    ``CHATBCI_LLM_TOOL_CALLS`` (read by :meth:`resolve`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -355,6 +481,11 @@ class LLMSettings(BaseModel):
     timeout: float = Field(60.0, gt=0, allow_inf_nan=False)
     max_retries: int = Field(3, ge=0, le=20)
     temperature: float | None = Field(0.2, ge=0, le=2)
+    max_tokens: int | None = Field(DEFAULT_MAX_TOKENS, ge=1)
+    context_tokens: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=-(2 ** 63), le=2 ** 63 - 1)
+    stream: bool = True
+    tool_calls: Literal["auto", "native", "text"] = "auto"
 
     @field_validator("model")
     @classmethod
@@ -384,13 +515,15 @@ class LLMSettings(BaseModel):
         ----------
         config : dict | pydantic model | None
             The ``[llm]`` table: ``model``, ``base_url``, ``timeout``,
-            ``max_retries``, ``temperature`` (None values are ignored). A
-            model (e.g. the workspace's validated ``[llm]`` section) is read
-            through ``model_dump()``.
+            ``max_retries``, ``max_tokens``, ``context_tokens``,
+            ``temperature``, ``seed``, ``stream``, ``tool_calls`` (None
+            values are ignored). A model (e.g. the workspace's validated
+            ``[llm]`` section) is read through ``model_dump()``.
         env : mapping | None
-            Defaults to :data:`os.environ`. ``CHATBCI_MODEL`` and
-            ``OPENAI_BASE_URL`` override the table; ``OPENAI_API_KEY`` is
-            the only source of the key.
+            Defaults to :data:`os.environ`. ``CHATBCI_MODEL``,
+            ``OPENAI_BASE_URL`` and the ``CHATBCI_LLM_*`` variables (see the
+            class docstring) override the table; blank ones are ignored.
+            ``OPENAI_API_KEY`` is the only source of the key.
 
         Raises
         ------
@@ -419,7 +552,7 @@ class LLMSettings(BaseModel):
         for key, value in table.items():
             values[key] = value
             sources[key] = f"[llm] {key} in workspace.toml"
-        for key, var in (("model", "CHATBCI_MODEL"), ("base_url", "OPENAI_BASE_URL")):
+        for key, var in _ENV_VARS.items():
             value = _env_value(env, var)
             if value is not None:
                 values[key] = value
@@ -462,8 +595,16 @@ class LLMSettings(BaseModel):
         """The settings for provenance and display: everything but the key."""
         return {"model": self.model, "base_url": self.effective_base_url,
                 "timeout": self.timeout, "max_retries": self.max_retries,
-                "temperature": self.temperature,
+                "temperature": self.temperature, "max_tokens": self.max_tokens,
+                "context_tokens": self.context_tokens, "seed": self.seed,
+                "stream": self.stream, "tool_calls": self.tool_calls,
                 "api_key_set": bool(self.api_key.get_secret_value())}
+
+    @property
+    def uses_azure(self) -> bool:
+        """Whether requests go to an Azure OpenAI resource."""
+        host = urlparse(self.effective_base_url).hostname or ""
+        return host.endswith((".openai.azure.com", ".cognitiveservices.azure.com"))
 
 
 def _as_table(config: Any) -> dict[str, Any]:
@@ -486,13 +627,25 @@ class _AttemptFailed(Exception):
     """One attempt failed; the retry loop decides what happens next."""
 
     def __init__(self, reason: str, detail: str, *, retryable: bool,
-                 status_code: int | None = None, retry_after: float | None = None):
+                 status_code: int | None = None, retry_after: float | None = None,
+                 param: str | None = None, message: str = "",
+                 prompt_tokens: int | None = None, context_tokens: int | None = None):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
         self.retryable = retryable
         self.status_code = status_code
         self.retry_after = retry_after
+        #: The request parameter the server's error names (``error.param``).
+        self.param = param
+        #: The server's own error message (unclipped, for matching).
+        self.message = message
+        self.prompt_tokens = prompt_tokens
+        self.context_tokens = context_tokens
+
+
+#: Below this many free tokens, shrinking the answer cap to fit is pointless.
+_MIN_ANSWER_ROOM = 256
 
 
 class OpenAIChat:
@@ -513,6 +666,8 @@ class OpenAIChat:
         notebook for; the last attempt then reports the 429.
     sleep : callable
         ``sleep(seconds)``; tests may record the waits instead.
+    discovery_timeout : float
+        Seconds allowed to each request of :meth:`context_tokens`.
 
     Examples
     --------
@@ -526,15 +681,28 @@ class OpenAIChat:
 
     def __init__(self, settings: LLMSettings | None = None, *, backoff: float = 0.5,
                  max_backoff: float = 8.0, max_retry_after: float = 20.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 discovery_timeout: float = 3.0):
         self.settings = settings if settings is not None else LLMSettings.resolve()
         if backoff < 0 or max_backoff < 0 or max_retry_after < 0:
             raise ValueError("backoff, max_backoff and max_retry_after must be >= 0")
+        if not discovery_timeout > 0:
+            raise ValueError("discovery_timeout must be > 0")
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.max_retry_after = max_retry_after
+        self.discovery_timeout = discovery_timeout
         self._sleep = sleep
         self._random = random.Random()
+        # OpenAI and Azure OpenAI: their newer models reject max_tokens, and
+        # every current chat model there takes max_completion_tokens. Other
+        # servers know max_tokens (some ignore the newer name silently).
+        self._cap_param = ("max_completion_tokens"
+                           if self.settings.uses_openai or self.settings.uses_azure
+                           else "max_tokens")
+        self._context_lock = threading.Lock()
+        self._context: int | None = None
+        self._context_asked = False
         key = self.settings.api_key.get_secret_value()
         self._client = openai.OpenAI(
             api_key=key or NO_KEY_PLACEHOLDER,
@@ -550,6 +718,15 @@ class OpenAIChat:
     def model(self) -> str:
         return self.settings.model
 
+    @property
+    def max_tokens_param(self) -> str:
+        """The name the answer cap is sent under: ``"max_completion_tokens"`` or ``"max_tokens"``.
+
+        ``max_completion_tokens`` for OpenAI and Azure OpenAI, ``max_tokens``
+        elsewhere; switched for good if a server rejects the one sent.
+        """
+        return self._cap_param
+
     def __repr__(self) -> str:
         return f"OpenAIChat(model={self.model!r}, base_url={self.settings.effective_base_url!r})"
 
@@ -563,6 +740,63 @@ class OpenAIChat:
     def __exit__(self, *exc_info):
         self.close()
 
+    # -- the context window -------------------------------------------------
+
+    def context_tokens(self, *, refresh: bool = False) -> int | None:
+        """The model's context window in tokens, or None if unknown.
+
+        ``[llm] context_tokens`` if set; else what the server says, asked
+        once and cached: vLLM's ``max_model_len`` (and similar fields) in
+        ``GET /v1/models``, then llama.cpp's ``GET /props``
+        (``default_generation_settings.n_ctx``, the context of one slot)
+        and ``GET /slots``; else the window named by the last
+        context-size error. OpenAI and Azure publish no such field, and
+        neither Ollama's nor llama-cpp-python's OpenAI API does: None.
+
+        Never raises; each request gets :attr:`discovery_timeout` seconds.
+
+        Parameters
+        ----------
+        refresh : bool
+            Ask the server again instead of using the cached answer.
+        """
+        if self.settings.context_tokens is not None:
+            return self.settings.context_tokens
+        with self._context_lock:
+            if self._context_asked and not refresh:
+                return self._context
+        try:
+            found = self._discover_context()
+        except Exception:  # noqa: BLE001 - discovery must never fail the session
+            found = None
+        with self._context_lock:
+            self._context_asked = True
+            if found is not None:
+                self._context = found
+            return self._context
+
+    def _discover_context(self) -> int | None:
+        if self.settings.uses_openai or self.settings.uses_azure:
+            return None
+        client = self._client.with_options(timeout=self.discovery_timeout, max_retries=0)
+        try:
+            listing = client.get("/models", cast_to=object)
+        except (openai.OpenAIError, ValueError, TypeError):
+            listing = None
+        found = _context_from_models(listing, self.model)
+        if found is not None:
+            return found
+        root = re.sub(r"/v1/?$", "", self.settings.effective_base_url.rstrip("/"))
+        for path, read in (("/props", _context_from_props), ("/slots", _context_from_slots)):
+            try:
+                data = client.get(root + path, cast_to=object)
+            except (openai.OpenAIError, ValueError, TypeError):
+                continue
+            found = read(data)
+            if found is not None:
+                return found
+        return None
+
     # -- the call -----------------------------------------------------------
 
     def complete(self, messages: Sequence[Mapping[str, Any]],
@@ -570,69 +804,145 @@ class OpenAIChat:
                  on_delta: DeltaCallback | None = None,
                  tool_choice: Any = "auto", *,
                  on_reset: Callable[[], None] | None = None) -> Completion:
-        """Ask the model for the next assistant message, streaming it.
+        """Ask the model for the next assistant message.
 
-        The answer is always streamed, so ``on_delta`` sees the text as it
-        is written, and the token usage is requested in the stream. Tool
-        calls are assembled from their fragments.
+        Streamed by default (``[llm] stream``), so ``on_delta`` sees the
+        text as it is written, with the token usage requested in the
+        stream; tool calls are assembled from their fragments. Without
+        streaming, ``on_delta`` is called once with the whole text.
 
         Parameters
         ----------
         messages : list of dict
             The conversation, in the Chat Completions format.
         tools : list of dict | None
-            Tool schemas. ``tool_choice`` is sent only with tools, since the
-            API rejects it alone.
+            Tool schemas. Sent unless ``[llm] tool_calls = "text"``;
+            ``tool_choice`` is sent only with them, since the API rejects
+            it alone. Their names are the only ones a tool call written as
+            text may use.
         on_delta : callable | None
             Called with each piece of text as it arrives. Exceptions it
             raises are not caught (raise one to stop the stream).
         tool_choice : {"auto", "none", "required"} | dict
+            ``"none"`` also turns off the reading of tool calls in the text.
         on_reset : callable | None
-            Called before a retry if ``on_delta`` already received text from
-            the failed attempt: that text is void, and the retry streams the
-            answer again from its start. Nothing is buffered, so without
-            ``on_reset`` a live display may show a partial answer followed
-            by the full one.
+            Called when text already passed to ``on_delta`` is void: before
+            a retry, if the failed attempt had streamed text (the retry
+            streams the answer again from its start), and when tool calls
+            written as text are taken out of a streamed answer (the rest of
+            the text, if any, then follows through ``on_delta``). Nothing is
+            buffered, so without ``on_reset`` a live display may show a
+            partial answer followed by the full one.
 
         Returns
         -------
         Completion
+            ``truncated`` is set when the answer cap cut it.
 
         Raises
         ------
         LLMError
-            A failure no retry can fix (401, 404, ...: raised at once), or
-            retryable failures on every one of ``1 + max_retries`` attempts.
-            Text already passed to ``on_delta`` is then an incomplete answer.
+            A failure no retry can fix (401, 404, a conversation too long
+            for the context window...: raised at once), or retryable
+            failures on every one of ``1 + max_retries`` attempts. Text
+            already passed to ``on_delta`` is then an incomplete answer.
         """
-        request: dict[str, Any] = {
-            "model": self.model,
-            "messages": list(messages),
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if self.settings.temperature is not None:
-            request["temperature"] = self.settings.temperature
-        if tools:
+        settings = self.settings
+        mode = settings.tool_calls
+        send_tools = bool(tools) and mode != "text"
+        names = [_tool_name(t) for t in tools or ()]
+        read_text = bool(tools) and mode != "native" and tool_choice != "none"
+        request: dict[str, Any] = {"model": self.model, "messages": list(messages),
+                                   "stream": settings.stream}
+        if settings.stream:
+            request["stream_options"] = {"include_usage": True}
+        if settings.temperature is not None:
+            request["temperature"] = settings.temperature
+        if settings.seed is not None:
+            request["seed"] = settings.seed
+        if settings.max_tokens is not None:
+            request[self._cap_param] = settings.max_tokens
+        if send_tools:
             request["tools"] = list(tools)
             request["tool_choice"] = tool_choice
 
         started = time.monotonic()
         attempt = 0
+        fixes: set[str] = set()  # how the request was changed after a 400 that said how
         while True:
             attempt += 1
             assembly = _Assembly()
             try:
-                self._attempt(request, assembly, on_delta)
+                if settings.stream:
+                    self._attempt(request, assembly, on_delta)
+                else:
+                    self._attempt_plain(request, assembly)
             except _AttemptFailed as failure:
-                if not failure.retryable or attempt > self.settings.max_retries:
-                    raise self._error(failure, attempt) from failure.__cause__
+                if failure.reason == "context_length" and failure.context_tokens:
+                    with self._context_lock:
+                        self._context = failure.context_tokens
+                if self._fix_request(request, failure, fixes):
+                    if assembly.emitted and on_reset is not None:
+                        on_reset()
+                    continue
+                if not failure.retryable or attempt > settings.max_retries + len(fixes):
+                    raise self._error(failure, attempt, request) from failure.__cause__
                 if assembly.emitted and on_reset is not None:
                     on_reset()
                 self._sleep(self._delay(attempt, failure.retry_after))
                 continue
-            return assembly.completion(default_model=self.model,
-                                       latency_s=time.monotonic() - started, attempts=attempt)
+            break
+
+        cap_param = next((p for p in ("max_tokens", "max_completion_tokens") if p in request),
+                         None)
+        params = {"temperature": request.get("temperature"), "seed": request.get("seed"),
+                  "max_tokens": request.get(cap_param) if cap_param else None,
+                  "max_tokens_param": cap_param, "stream": settings.stream,
+                  "tool_calls": mode, "tool_choice": tool_choice if send_tools else None}
+        completion = assembly.completion(default_model=self.model,
+                                         latency_s=time.monotonic() - started,
+                                         attempts=attempt, request_params=params)
+        if read_text and not completion.tool_calls and completion.text:
+            found = find_text_calls(completion.text, names)
+            if found:
+                calls = [ToolCall(id=c.id or f"call_{uuid.uuid4().hex[:24]}", name=c.name,
+                                  arguments=c.arguments, source="text")
+                         for c in found.calls]
+                completion = dataclasses.replace(completion, text=found.text, tool_calls=calls,
+                                                 raw_text=completion.text)
+                if assembly.emitted and on_reset is not None:
+                    on_reset()
+                    if found.text and on_delta is not None:
+                        on_delta(found.text)
+        if not settings.stream and completion.text and on_delta is not None:
+            on_delta(completion.text)
+        return completion
+
+    def _fix_request(self, request: dict, failure: _AttemptFailed, done: set[str]) -> bool:
+        """Change ``request`` where the server's 400 said how, once per kind of change.
+
+        Returns True if ``request`` was changed (and the kind added to ``done``).
+        """
+        cap = next((p for p in ("max_tokens", "max_completion_tokens") if p in request), None)
+        if cap is None:
+            return False
+        if failure.reason == "bad_request" and "cap_name" not in done \
+                and _names_unsupported(failure, cap):
+            other = "max_completion_tokens" if cap == "max_tokens" else "max_tokens"
+            request[other] = request.pop(cap)
+            self._cap_param = other  # remembered for the next calls
+            done.add("cap_name")
+            return True
+        if failure.reason == "context_length" and "cap_size" not in done \
+                and failure.prompt_tokens and failure.context_tokens:
+            # vLLM refuses a request whose prompt fits but whose prompt plus
+            # cap does not: the answer gets the room that is left, if any.
+            room = failure.context_tokens - failure.prompt_tokens
+            if _MIN_ANSWER_ROOM <= room < request[cap]:
+                request[cap] = room
+                done.add("cap_size")
+                return True
+        return False
 
     def _attempt(self, request: dict, assembly: _Assembly, on_delta: DeltaCallback | None):
         try:
@@ -661,6 +971,13 @@ class OpenAIChat:
                 "truncated", "the answer stream ended before the answer was complete "
                 "(no finish_reason)", retryable=True)
 
+    def _attempt_plain(self, request: dict, assembly: _Assembly):
+        try:
+            response = self._client.chat.completions.create(**request)
+        except (openai.OpenAIError, ValueError, TypeError) as err:
+            raise self._classify(err) from err
+        assembly.absorb_response(response)
+
     # -- failures -----------------------------------------------------------
 
     def _classify(self, err: Exception) -> _AttemptFailed:
@@ -676,6 +993,15 @@ class OpenAIChat:
             status = err.status_code
             message, code = _server_message(err)
             detail = f"HTTP {status}" + (f": {message}" if message else "")
+            body = err.body if isinstance(err.body, Mapping) else {}
+            full = str(body.get("message") or err.message or "")
+            param = body.get("param")
+            param = str(param) if isinstance(param, str) and param else None
+            context = _context_error(body, full, code)
+            if context is not None:
+                return _AttemptFailed("context_length", detail, retryable=False,
+                                      status_code=status, message=full,
+                                      prompt_tokens=context[0], context_tokens=context[1])
             if status == 429:
                 if code == "insufficient_quota":
                     return _AttemptFailed("quota", detail, retryable=False, status_code=status)
@@ -686,15 +1012,25 @@ class OpenAIChat:
                                       retry_after=_retry_after(err.response.headers))
             reason = {400: "bad_request", 401: "auth", 403: "permission",
                       404: "not_found", 422: "bad_request"}.get(status, "http_error")
-            return _AttemptFailed(reason, detail, retryable=False, status_code=status)
+            return _AttemptFailed(reason, detail, retryable=False, status_code=status,
+                                  param=param, message=full)
         if isinstance(err, openai.APIError):
             # An {"error": ...} event in the middle of a stream: the server
-            # gave up on this answer, another attempt may well succeed.
+            # gave up on this answer, another attempt may well succeed --
+            # unless it says the conversation does not fit.
+            body = err.body if isinstance(err.body, Mapping) else {}
+            context = _context_error(body, str(body.get("message") or err.message or ""),
+                                     body.get("code") if isinstance(body.get("code"), str)
+                                     else None)
+            if context is not None:
+                return _AttemptFailed("context_length", f"the server reported in the stream: "
+                                      f"{_clip(str(err), 300)}", retryable=False,
+                                      prompt_tokens=context[0], context_tokens=context[1])
             return _AttemptFailed("server_error", f"the server reported an error in the "
                                   f"stream ({_clip(str(err), 300)})", retryable=True)
         if isinstance(err, (ValueError, TypeError)):
-            return _AttemptFailed("invalid_response", "the server sent a stream event that is "
-                                  f"not a valid chat completion chunk ({_clip(str(err), 200)})",
+            return _AttemptFailed("invalid_response", "the server sent a response that is "
+                                  f"not a valid chat completion ({_clip(str(err), 200)})",
                                   retryable=True)
         return _AttemptFailed("error", f"{type(err).__name__}: {_clip(str(err), 300)}",
                               retryable=False)
@@ -705,12 +1041,15 @@ class OpenAIChat:
         delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
         return delay * (1 - 0.25 * self._random.random())
 
-    def _error(self, failure: _AttemptFailed, attempts: int) -> LLMError:
+    def _error(self, failure: _AttemptFailed, attempts: int,
+               request: Mapping[str, Any] | None = None) -> LLMError:
         where = self.settings.effective_base_url
         model = self.model
         key_set = bool(self.settings.api_key.get_secret_value())
         detail = failure.detail
         status = failure.status_code
+        request = request or {}
+        cap = request.get("max_tokens", request.get("max_completion_tokens"))
         if failure.reason == "auth":
             hint = ("Check OPENAI_API_KEY: " + ("it is not set." if not key_set else
                     "the server did not accept it (expired, revoked, or for another "
@@ -726,19 +1065,47 @@ class OpenAIChat:
         elif failure.reason == "quota":
             text = (f"The account behind OPENAI_API_KEY has no quota left at {where} "
                     f"({detail}). Check the plan and billing, {_OFFLINE}.")
+        elif failure.reason == "context_length":
+            prompt, window = failure.prompt_tokens, failure.context_tokens
+            if prompt and window and prompt < window and cap:
+                size = (f"the conversation takes {prompt:,} tokens and the answer may take up "
+                        f"to {cap:,} more, but the context window holds {window:,}")
+            elif prompt and window:
+                size = (f"the request takes {prompt:,} tokens but the context window holds "
+                        f"{window:,}")
+            elif window:
+                size = f"the context window holds {window:,} tokens"
+            else:
+                size = "the server gave no token counts"
+            # A smaller answer cap helps only where the prompt itself fits.
+            lower = (f" or lower [llm] max_tokens (now {cap:,})"
+                     if cap and not (prompt and window and prompt >= window) else "")
+            text = (f"The conversation no longer fits the context window of model {model!r} "
+                    f"at {where}: {size} ({detail}). Start a new session or shorten the "
+                    "conversation, or give the model a larger context (llama-server -c, "
+                    f"vLLM --max-model-len, Ollama num_ctx){lower}.")
         elif failure.reason == "bad_request":
+            if any(p in (failure.message or detail) for p in ("max_tokens",
+                                                               "max_completion_tokens")):
+                hint = ("It objects to the answer cap: lower [llm] max_tokens "
+                        f"(now {cap}), or check the model.") if cap else "Check the model."
+            else:
+                hint = ("If the server or model does not support tool calling or streaming, "
+                        'set [llm] tool_calls = "text" or stream = false, or try another '
+                        f"model, {_OFFLINE}.")
             text = (f"The LLM server at {where} rejected the request for model {model!r} "
-                    f"({detail}). The model may not support tool calling or streaming; try "
-                    f"another model, {_OFFLINE}.")
+                    f"({detail}). {hint}")
         elif not failure.retryable:
             text = (f"LLM request to model {model!r} at {where} failed ({detail}). Check "
                     f"base_url, the model and OPENAI_API_KEY, {_OFFLINE}.")
         else:
             tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
             if failure.reason == "timeout":
+                whole = ("; without streaming ([llm] stream = false) the whole answer must "
+                         "arrive within it" if not self.settings.stream else "")
                 hint = (f"The server may be overloaded or the model still loading; raise "
-                        f"[llm] timeout (now {self.settings.timeout:g} s), check base_url, "
-                        f"{_OFFLINE}.")
+                        f"[llm] timeout (now {self.settings.timeout:g} s{whole}), check "
+                        f"base_url, {_OFFLINE}.")
             elif failure.reason == "connection":
                 hint = f"Is the server running and is base_url right? Check it, {_OFFLINE}."
             elif failure.reason == "rate_limit":
@@ -749,12 +1116,136 @@ class OpenAIChat:
             text = (f"LLM request to model {model!r} at {where} failed after {tries}: "
                     f"{detail}. {hint}")
         return LLMError(self._scrub(text), reason=failure.reason, status_code=status,
-                        attempts=attempts)
+                        attempts=attempts, prompt_tokens=failure.prompt_tokens,
+                        context_tokens=failure.context_tokens)
 
     def _scrub(self, text: str) -> str:
         # Servers sometimes quote the key they rejected; never pass it on.
         key = self.settings.api_key.get_secret_value()
         return text.replace(key, "[REDACTED]") if len(key) >= 4 else text
+
+
+def _tool_name(tool: Any) -> str:
+    """The name of a tool schema (``{"type": "function", "function": {"name": ...}}``)."""
+    if isinstance(tool, Mapping):
+        function = tool.get("function")
+        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            return function["name"]
+        if isinstance(tool.get("name"), str):
+            return tool["name"]
+    return ""
+
+
+def _names_unsupported(failure: _AttemptFailed, param: str) -> bool:
+    """Whether a 400 says that the request parameter ``param`` is not accepted."""
+    message = failure.message.lower()
+    if failure.param == param and ("unsupported" in message or "not supported" in message
+                                   or "unrecognized" in message or "unknown" in message):
+        return True
+    return (f"'{param}'" in message or f'"{param}"' in message or f"`{param}`" in message) \
+        and any(w in message for w in ("unsupported parameter", "not supported",
+                                       "unrecognized", "extra inputs are not permitted",
+                                       "unknown parameter"))
+
+
+# Where servers say that the conversation does not fit the context window.
+_CONTEXT_CODES = {"context_length_exceeded", "exceed_context_size_error",
+                  "context_window_exceeded", "string_above_max_length"}
+_CONTEXT_WORDS = re.compile(
+    r"context (?:length|window|size)|prompt is too long|input is too long|"
+    r"maximum context|too many tokens|`inputs` tokens \+ `max_new_tokens`", re.IGNORECASE)
+_CONTEXT_SAYS_TOO_BIG = re.compile(
+    r"exceed|too long|too large|maximum|greater than|overflow|more than|too many|must be <=",
+    re.IGNORECASE)
+#: (pattern, prompt group, context group); the first match of each kind wins.
+_CONTEXT_NUMBERS = [
+    # llama.cpp: "request (8210 tokens) exceeds the available context size (8192 tokens)"
+    (re.compile(r"request \((\d+) tokens\) exceeds the available context size \((\d+) tokens"),
+     1, 2),
+    # llama-cpp-python's own: "Requested tokens (9000) exceed context window of 8192"
+    (re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)"), 1, 2),
+    # Anthropic-style gateways: "prompt is too long: 210000 tokens > 200000 maximum"
+    (re.compile(r"prompt is too long: (\d+) tokens > (\d+)"), 1, 2),
+    # TGI: "`inputs` tokens + `max_new_tokens` must be <= 4096. Given: 4000 `inputs` tokens"
+    (re.compile(r"must be <= (\d+)\. Given: (\d+) `inputs` tokens"), 2, 1),
+    # OpenAI, vLLM, llama-cpp-python: "maximum context length is 8192 tokens. However, ..."
+    (re.compile(r"\((\d+) in the messages"), 1, None),
+    (re.compile(r"your request has (\d+) input tokens"), 1, None),
+    (re.compile(r"your messages resulted in (\d+) tokens"), 1, None),
+    (re.compile(r"maximum context length is (\d+)"), None, 1),
+    (re.compile(r"context (?:window|length) of (\d+)"), None, 1),
+]
+
+
+def _context_error(body: Mapping[str, Any], message: str,
+                   code: str | None) -> tuple[int | None, int | None] | None:
+    """``(prompt_tokens, context_tokens)`` if the error says the request does not fit."""
+    kinds = {str(v) for v in (code, body.get("type"), body.get("code")) if v}
+    words = bool(_CONTEXT_WORDS.search(message)) and bool(_CONTEXT_SAYS_TOO_BIG.search(message))
+    if not (kinds & _CONTEXT_CODES) and not words:
+        return None
+    prompt = _positive_int(body.get("n_prompt_tokens"))
+    window = _positive_int(body.get("n_ctx"))
+    for pattern, p_group, c_group in _CONTEXT_NUMBERS:
+        match = pattern.search(message)
+        if match is None:
+            continue
+        if prompt is None and p_group is not None:
+            prompt = int(match.group(p_group))
+        if window is None and c_group is not None:
+            window = int(match.group(c_group))
+    return prompt, window
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and value > 0:
+        return value
+    if isinstance(value, str) and value.isdigit() and int(value) > 0:
+        return int(value)
+    return None
+
+
+#: Fields of a ``/v1/models`` entry that give the context window (vLLM, LM Studio, gateways).
+_MODEL_CONTEXT_FIELDS = ("max_model_len", "context_length", "max_context_length",
+                         "loaded_context_length", "context_window", "n_ctx")
+
+
+def _context_from_models(listing: Any, model: str) -> int | None:
+    if not isinstance(listing, Mapping) or not isinstance(listing.get("data"), list):
+        return None
+    entries = [e for e in listing["data"] if isinstance(e, Mapping)]
+    chosen = [e for e in entries if e.get("id") == model] or (entries if len(entries) == 1
+                                                              else [])
+    for entry in chosen:
+        for key in _MODEL_CONTEXT_FIELDS:
+            found = _positive_int(entry.get(key))
+            if found:
+                return found
+        meta = entry.get("meta")
+        # llama.cpp's meta has n_ctx_train, the length the model was trained
+        # for, not the server's context: only an explicit n_ctx counts.
+        if isinstance(meta, Mapping) and _positive_int(meta.get("n_ctx")):
+            return _positive_int(meta.get("n_ctx"))
+    return None
+
+
+def _context_from_props(props: Any) -> int | None:
+    if not isinstance(props, Mapping):
+        return None
+    settings = props.get("default_generation_settings")
+    if isinstance(settings, Mapping):
+        found = _positive_int(settings.get("n_ctx"))
+        if found:
+            return found
+    return _positive_int(props.get("n_ctx"))
+
+
+def _context_from_slots(slots: Any) -> int | None:
+    if isinstance(slots, list) and slots and isinstance(slots[0], Mapping):
+        return _positive_int(slots[0].get("n_ctx"))
+    return None
 
 
 def _server_message(err: openai.APIStatusError) -> tuple[str, str | None]:
@@ -796,7 +1287,7 @@ def _clip(text: str, limit: int) -> str:
 
 
 class _Assembly:
-    """Builds a :class:`Completion` from stream chunks.
+    """Builds a :class:`Completion` from stream chunks (or one whole response).
 
     The chunks come from ``model_construct`` (the SDK does not validate
     them), so every field is read defensively: a server that leaves one out
@@ -810,6 +1301,7 @@ class _Assembly:
         self.finish_reason: str | None = None
         self.usage: dict[str, int] | None = None
         self.model: str | None = None
+        self.system_fingerprint: str | None = None
         #: Whether on_delta received text of this attempt.
         self.emitted = False
 
@@ -818,9 +1310,12 @@ class _Assembly:
         model = getattr(chunk, "model", None)
         if isinstance(model, str) and model and not self.model:
             self.model = model
-        usage = getattr(chunk, "usage", None)
+        fingerprint = getattr(chunk, "system_fingerprint", None)
+        if isinstance(fingerprint, str) and fingerprint:
+            self.system_fingerprint = fingerprint
+        usage = _usage_dict(getattr(chunk, "usage", None))
         if usage is not None:
-            self.usage = _usage_dict(usage)
+            self.usage = usage
         pieces = []
         for choice in getattr(chunk, "choices", None) or ():
             # We never ask for n > 1; a server sending other choices is ignored.
@@ -875,20 +1370,73 @@ class _Assembly:
         if isinstance(arguments, str) and arguments:
             slot["arguments"].append(arguments)
 
-    def completion(self, *, default_model: str, latency_s: float, attempts: int) -> Completion:
+    def absorb_response(self, response: Any):
+        """Take a whole (non-streamed) ``chat.completion`` in."""
+        model = getattr(response, "model", None)
+        if isinstance(model, str) and model:
+            self.model = model
+        fingerprint = getattr(response, "system_fingerprint", None)
+        if isinstance(fingerprint, str) and fingerprint:
+            self.system_fingerprint = fingerprint
+        self.usage = _usage_dict(getattr(response, "usage", None))
+        choices = [c for c in getattr(response, "choices", None) or ()
+                   if getattr(c, "index", 0) in (0, None)]
+        if not choices:
+            raise _AttemptFailed("invalid_response", "the server's answer has no choices",
+                                 retryable=True)
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        if message is None:
+            raise _AttemptFailed("invalid_response", "the server's answer has no message",
+                                 retryable=True)
+        for name in ("content", "refusal"):
+            piece = getattr(message, name, None)
+            if piece is None:
+                continue
+            if not isinstance(piece, str):
+                raise _AttemptFailed("invalid_response", f"the answer's message.{name} is "
+                                     f"{type(piece).__name__}, not text", retryable=True)
+            if piece:
+                self.text.append(piece)
+        for call in getattr(message, "tool_calls", None) or ():
+            function = getattr(call, "function", None)
+            name = getattr(function, "name", None) if function is not None else None
+            arguments = getattr(function, "arguments", None) if function is not None else None
+            self.calls.append({"id": getattr(call, "id", None) or "",
+                               "name": name if isinstance(name, str) else "",
+                               "arguments": [arguments] if isinstance(arguments, str) else []})
+        reason = getattr(choice, "finish_reason", None)
+        # A whole body is complete even if a server leaves finish_reason out.
+        self.finish_reason = str(reason) if reason else None
+
+    def completion(self, *, default_model: str, latency_s: float, attempts: int,
+                   request_params: dict[str, Any] | None = None) -> Completion:
         calls = [ToolCall(id=c["id"] or f"call_{uuid.uuid4().hex[:24]}", name=c["name"],
                           arguments="".join(c["arguments"]))
                  for c in self.calls]
         return Completion(text="".join(self.text), tool_calls=calls,
                           finish_reason=self.finish_reason, usage=self.usage,
                           model=self.model or default_model, latency_s=latency_s,
-                          attempts=attempts)
+                          attempts=attempts, request_params=dict(request_params or {}),
+                          system_fingerprint=self.system_fingerprint)
 
 
 def _usage_dict(usage: Any) -> dict[str, int] | None:
+    """The token counts of a usage object; None when unknown.
+
+    None when the server sent no usage, and when it sent only zeros: a
+    request always has prompt tokens, so all-zero counts are a placeholder
+    (some servers send one), not a measurement.
+    """
+    if usage is None:
+        return None
     out = {}
     for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
         value = getattr(usage, name, None)
-        if isinstance(value, int):
+        if value is None and isinstance(usage, Mapping):
+            value = usage.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             out[name] = value
-    return out or None
+    if not out or not any(out.values()):
+        return None
+    return out

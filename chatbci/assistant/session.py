@@ -101,7 +101,8 @@ def default_backend(workspace):
     from .offline import OfflineBackend
 
     llm = workspace.config.llm
-    settings = LLMSettings.resolve({"model": llm.model, "base_url": llm.base_url})
+    # Every [llm] setting (unset ones are None and left to the defaults).
+    settings = LLMSettings.resolve(llm.model_dump())
     if settings.has_credentials:
         return OpenAIChat(settings)
     return OfflineBackend()

@@ -10,7 +10,9 @@ parallel) that speaks just enough of the Chat Completions API --
   (SSE) stream when the request says ``"stream": true``, with the chunk
   fields the real API sends (and a usage chunk when
   ``stream_options.include_usage`` is set);
-- ``GET /v1/models``;
+- ``GET /v1/models`` (with extra fields per model, such as vLLM's
+  ``max_model_len``, from ``model_info``), and llama.cpp's ``GET /props``
+  and ``GET /slots`` when the server is given an ``n_ctx``;
 
 -- and answers each request with the next item of a script::
 
@@ -29,9 +31,23 @@ parallel) that speaks just enough of the Chat Completions API --
 
 :class:`Reply` items are well-formed answers; :class:`Fault` items are the
 ways a real deployment misbehaves (HTTP errors, hangs, cut or corrupt
-streams, malformed tool arguments, calls to tools that do not exist). When the script
+streams, malformed tool arguments, calls to tools that do not exist,
+conversations too long for the context). When the script
 runs out, :attr:`FakeLLMServer.responder` (a callable, e.g. one drawing
 random faults) or else :attr:`FakeLLMServer.default` answers.
+
+Real servers, replayed
+----------------------
+:meth:`Reply.recorded` answers with the exact status, content type and
+body bytes of a recorded exchange with a real server -- its SSE events,
+keep-alive comments, missing usage and text-written tool calls included --
+so that the client is tested against what llama.cpp or llama-cpp-python
+really send. :func:`load_recorded` reads a recording (JSON lines of
+``request``, ``response_head`` and ``response_body`` records sharing an
+``id``, as in ``shared/fixtures/llm-traffic``)::
+
+    exchanges = load_recorded("ls-default.jsonl")
+    server.script([Reply.recorded(exchanges[0]), Reply.recorded(exchanges[1])])
 
 The server never raises into the test: a client that disconnects halfway
 is expected (that is what timeouts do), and an exception inside the
@@ -42,18 +58,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import socket
 import sys
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-__all__ = ["FakeLLMServer", "Fault", "RecordedRequest", "Reply"]
+__all__ = ["FakeLLMServer", "Fault", "RecordedExchange", "RecordedRequest", "Reply",
+           "load_recorded"]
 
 #: Status texts and OpenAI error ``type``/``code`` used for scripted HTTP errors.
 _STATUS = {
@@ -103,6 +123,14 @@ class _Scripted:
     chunk_size: int = 4
     delay: float = 0.0
     finish_reason: str | None = None
+    #: Whether a usage chunk follows when the request asks for one (False:
+    #: a server that ignores ``stream_options``).
+    usage: bool = True
+    #: For recorded replies: the Content-Type to send (the body is ``content``).
+    content_type: str | None = None
+    #: For HTTP errors: the body's ``error.param``; extra ``error`` fields.
+    param: str | None = None
+    extra: tuple[tuple[str, Any], ...] = ()
 
 
 class Reply(_Scripted):
@@ -110,7 +138,7 @@ class Reply(_Scripted):
 
     @classmethod
     def text(cls, content: str, *, chunk_size: int = 4, delay: float = 0.0,
-             finish_reason: str = "stop") -> Reply:
+             finish_reason: str = "stop", usage: bool = True) -> Reply:
         """An assistant message, streamed in ``chunk_size``-character deltas.
 
         Parameters
@@ -123,9 +151,51 @@ class Reply(_Scripted):
             Seconds to wait between streamed chunks.
         finish_reason : str
             E.g. ``"length"`` to mimic an answer cut by ``max_tokens``.
+        usage : bool
+            False: no usage, even when the request asks for it (as servers
+            that ignore ``stream_options`` do); plain JSON answers then
+            have none either.
         """
         return cls("text", content=content, chunk_size=chunk_size, delay=delay,
-                   finish_reason=finish_reason)
+                   finish_reason=finish_reason, usage=usage)
+
+    @classmethod
+    def recorded(cls, record: Any, exchange: Any = None, *, delay: float = 0.0) -> Reply:
+        """Replay a real server's answer byte for byte.
+
+        The recorded status and Content-Type are sent, then the recorded
+        body: an SSE body as one HTTP chunk per event (comments such as
+        llama-cpp-python's ``: ping`` included), anything else (JSON
+        answers and errors) with a Content-Length. What the request asks
+        for is not looked at: the recording says what the server sent.
+
+        Parameters
+        ----------
+        record : RecordedExchange | dict | str | Path
+            An exchange from :func:`load_recorded`, a ``response_body``
+            record (``{"dir": "response_body", "status": ..., "body": ...}``),
+            or the path of a recording (then ``exchange`` is the id).
+        exchange : int | str | None
+            The exchange id within the recording at ``record``.
+        delay : float
+            Seconds to wait between SSE events.
+        """
+        content_type = None
+        if isinstance(record, (str, os.PathLike)):
+            exchanges = {e.id: e for e in load_recorded(record)}
+            if exchange not in exchanges:
+                raise KeyError(f"no exchange {exchange!r} in {record} "
+                               f"(it has {sorted(exchanges, key=str)})")
+            record = exchanges[exchange]
+        if isinstance(record, RecordedExchange):
+            content_type = record.content_type
+            record = record.body
+        if not isinstance(record, Mapping) or "body" not in record:
+            raise TypeError("Reply.recorded needs a RecordedExchange, a response_body record "
+                            "or the path of a recording")
+        body = record["body"] if isinstance(record["body"], str) else json.dumps(record["body"])
+        return cls("recorded", content=body, status_code=int(record.get("status") or 200),
+                   content_type=content_type, delay=delay)
 
     @classmethod
     def tool_calls(cls, calls: Iterable[Sequence[Any]], *, text: str = "",
@@ -157,7 +227,8 @@ class Fault(_Scripted):
 
     @classmethod
     def status(cls, code: int, message: str | None = None, *, retry_after: float | None = None,
-               error_code: str | None = None) -> Fault:
+               error_code: str | None = None, param: str | None = None,
+               error_type: str | None = None, **extra: Any) -> Fault:
         """An HTTP error with an OpenAI-style JSON body ``{"error": {...}}``.
 
         Parameters
@@ -173,12 +244,54 @@ class Fault(_Scripted):
         error_code : str | None
             The body's ``error.code``; e.g. ``"insufficient_quota"`` for a 429
             that no retry can fix.
+        param : str | None
+            The body's ``error.param`` (the request field at fault).
+        error_type : str | None
+            The body's ``error.type``, instead of the usual one for ``code``.
+        **extra
+            More ``error`` fields, e.g. llama.cpp's ``n_ctx``.
         """
         reason, _, default_code = _STATUS.get(code, ("Error", "server_error", None))
         if retry_after is None and code == 429:
             retry_after = 1.0
+        if error_type is not None:
+            extra["type"] = error_type
         return cls("status", status_code=int(code), message=message or f"Scripted HTTP {code} ({reason})",
-                   code=error_code or default_code, retry_after=retry_after)
+                   code=error_code or default_code, retry_after=retry_after, param=param,
+                   extra=tuple(extra.items()))
+
+    @classmethod
+    def context_exceeded(cls, prompt_tokens: int = 8210, context_tokens: int = 8192, *,
+                         style: str = "llama.cpp", max_tokens: int = 1024) -> Fault:
+        """HTTP 400: the conversation does not fit the model's context window.
+
+        Parameters
+        ----------
+        prompt_tokens, context_tokens : int
+            The sizes the error names.
+        style : {"llama.cpp", "openai", "vllm"}
+            Whose error body: llama.cpp's ``exceed_context_size_error``
+            (with ``n_prompt_tokens`` and ``n_ctx``), OpenAI's
+            ``context_length_exceeded``, or vLLM's message about the prompt
+            plus ``max_tokens`` (``max_tokens`` in it).
+        """
+        if style == "llama.cpp":
+            return cls.status(400, f"request ({prompt_tokens} tokens) exceeds the available "
+                              f"context size ({context_tokens} tokens), try increasing it",
+                              error_type="exceed_context_size_error", error_code="400",
+                              n_prompt_tokens=prompt_tokens, n_ctx=context_tokens)
+        if style == "openai":
+            return cls.status(400, f"This model's maximum context length is {context_tokens} "
+                              f"tokens. However, your messages resulted in {prompt_tokens} "
+                              "tokens. Please reduce the length of the messages.",
+                              error_code="context_length_exceeded", param="messages")
+        if style == "vllm":
+            return cls.status(400, f"This model's maximum context length is {context_tokens} "
+                              f"tokens. However, you requested {prompt_tokens + max_tokens} "
+                              f"tokens ({prompt_tokens} in the messages, {max_tokens} in the "
+                              "completion). Please reduce the length of the messages or "
+                              "completion.", error_type="BadRequestError", error_code="400")
+        raise ValueError(f"style must be 'llama.cpp', 'openai' or 'vllm', not {style!r}")
 
     @classmethod
     def hang(cls, seconds: float, *, partial_text: str = "") -> Fault:
@@ -230,6 +343,89 @@ class Fault(_Scripted):
         if mode not in ("close", "end"):
             raise ValueError(f"mode must be 'close' or 'end', not {mode!r}")
         return cls("truncated", content=partial_text, mode=mode)
+
+
+@dataclass(frozen=True)
+class RecordedExchange:
+    """One request and the real server's answer, from a recording.
+
+    Attributes
+    ----------
+    id : int | str
+        The exchange's id in the recording.
+    request : dict | None
+        The ``request`` record: ``method``, ``path``, ``headers``, ``body``.
+    head : dict | None
+        The ``response_head`` record: ``status``, ``headers``, ``ttfb_s``.
+    body : dict | None
+        The ``response_body`` record: ``status``, ``body`` (text),
+        ``first_data_s``, ``total_s``.
+    """
+
+    id: Any
+    request: dict | None = None
+    head: dict | None = None
+    body: dict | None = None
+
+    @property
+    def status(self) -> int | None:
+        """The HTTP status the server answered with."""
+        for record in (self.body, self.head):
+            if record and record.get("status") is not None:
+                return int(record["status"])
+        return None
+
+    @property
+    def request_body(self) -> Any:
+        """The JSON body the client sent (None if there was none)."""
+        return (self.request or {}).get("body")
+
+    @property
+    def response_text(self) -> str:
+        """The response body as recorded (SSE text or JSON text)."""
+        body = (self.body or {}).get("body", "")
+        return body if isinstance(body, str) else json.dumps(body)
+
+    @property
+    def content_type(self) -> str | None:
+        """The response's Content-Type header, if the head was recorded."""
+        headers = (self.head or {}).get("headers") or {}
+        for name, value in headers.items():
+            if name.lower() == "content-type":
+                return str(value)
+        return None
+
+    def reply(self, *, delay: float = 0.0) -> Reply:
+        """This answer as a scripted item (:meth:`Reply.recorded`)."""
+        return Reply.recorded(self, delay=delay)
+
+
+def load_recorded(path) -> list[RecordedExchange]:
+    """The exchanges of a recording, in the order their requests were made.
+
+    Parameters
+    ----------
+    path : str | Path
+        A JSON-lines file of ``request``, ``response_head`` and
+        ``response_body`` records sharing an ``id`` (the format of
+        ``shared/fixtures/llm-traffic``).
+    """
+    parts: dict[Any, dict[str, dict]] = {}
+    with Path(path).open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{path}:{number} is not a JSON record ({err})") from None
+            kind = record.get("dir")
+            if kind not in ("request", "response_head", "response_body"):
+                raise ValueError(f"{path}:{number}: unknown record dir {kind!r}")
+            parts.setdefault(record.get("id"), {})[kind] = record
+    return [RecordedExchange(id=key, request=p.get("request"), head=p.get("response_head"),
+                             body=p.get("response_body"))
+            for key, p in parts.items()]
 
 
 @dataclass
@@ -311,23 +507,37 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(data)
 
     def _error(self, status: int, message: str, type_: str = "invalid_request_error",
-               code: str | None = None, headers: dict | None = None):
-        self._send_json(status, {"error": {"message": message, "type": type_,
-                                           "param": None, "code": code}}, headers)
+               code: str | None = None, headers: dict | None = None, param: str | None = None,
+               extra: Iterable[tuple[str, Any]] = ()):
+        error = {"message": message, "type": type_, "param": param, "code": code}
+        error.update(dict(extra))
+        self._send_json(status, {"error": error}, headers)
 
     # -- routes -----------------------------------------------------------
 
     def do_GET(self):
         fake = self.server.fake
         record = fake._record("GET", self.path, dict(self.headers.items()))
+        path = self.path.split("?", 1)[0].rstrip("/")
         try:
-            if self.path.rstrip("/") == "/v1/models":
+            if path == "/v1/models":
                 if not self._authorised(record):
                     return
                 models = fake.models or [fake.model]
                 self._send_json(200, {"object": "list", "data": [
-                    {"id": m, "object": "model", "created": fake.created, "owned_by": "chatbci-test"}
+                    {"id": m, "object": "model", "created": fake.created,
+                     "owned_by": "chatbci-test", **fake.model_info}
                     for m in models]})
+            elif path in ("/props", "/slots") and fake.n_ctx is not None:
+                # llama.cpp's server: the context of one slot, as it reports it.
+                slot = {"id": 0, "id_task": -1, "n_ctx": fake.n_ctx, "speculative": False,
+                        "is_processing": False, "params": {"n_predict": -1}}
+                if path == "/props":
+                    self._send_json(200, {"default_generation_settings": slot,
+                                          "total_slots": 1, "model_path": f"{fake.model}.gguf",
+                                          "build_info": "fake"})
+                else:
+                    self._send_json(200, [slot])
             else:
                 self._error(404, f"Unknown path {self.path}; this fake serves /v1/models and "
                                  "/v1/chat/completions.", code="unknown_url")
@@ -401,6 +611,8 @@ class _Responder:
         a = self.answer
         if a.kind == "status":
             return self._status()
+        if a.kind == "recorded":
+            return self._recorded()
         if a.kind == "hang":
             if a.content and self.stream:
                 self._start_stream()
@@ -435,7 +647,46 @@ class _Responder:
             headers["Retry-After"] = str(max(0, math.ceil(a.retry_after)))
             if a.retry_after != int(a.retry_after):
                 headers["retry-after-ms"] = str(round(a.retry_after * 1000))
-        self.h._error(a.status_code, a.message, type_, a.code, headers)
+        self.h._error(a.status_code, a.message, type_, a.code, headers, a.param, a.extra)
+
+    # -- replays ----------------------------------------------------------
+
+    def _recorded(self):
+        a = self.answer
+        body = a.content
+        sse = a.content_type.startswith("text/event-stream") if a.content_type else (
+            re.match(r"\s*(?:data|:|event)", body) is not None or not body)
+        content_type = a.content_type or ("text/event-stream" if sse else
+                                          "application/json")
+        self.h.send_response(a.status_code or 200)
+        self.h.send_header("Content-Type", content_type)
+        if not sse:
+            data = body.encode()
+            self.h.send_header("Content-Length", str(len(data)))
+            self.h.end_headers()
+            self.h._write(data)
+            return
+        self.h.send_header("Cache-Control", "no-cache")
+        self.h.send_header("Transfer-Encoding", "chunked")
+        self.h.end_headers()
+        events = [e for e in re.split(r"(?<=\n\n)", body) if e]
+        if a.delay:
+            for event in events:
+                self._chunk_bytes(event.encode())
+                time.sleep(a.delay)
+        else:
+            # Whole events, about 8 KiB per HTTP chunk: the client parses the
+            # same bytes, and a recorded 5,000-token answer replays quickly.
+            batch, size = [], 0
+            for event in events:
+                batch.append(event)
+                size += len(event)
+                if size >= 8192:
+                    self._chunk_bytes("".join(batch).encode())
+                    batch, size = [], 0
+            if batch:
+                self._chunk_bytes("".join(batch).encode())
+        self._chunk_bytes(b"")
 
     def _truncated(self):
         a = self.answer
@@ -485,7 +736,7 @@ class _Responder:
             "model": self.model, "system_fingerprint": "fp_fake",
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": a.finish_reason or "stop"}],
-            "usage": self._usage(),
+            **({"usage": self._usage()} if a.usage else {}),
         })
 
     # -- SSE ----------------------------------------------------------------
@@ -505,7 +756,7 @@ class _Responder:
                  "model": self.model, "system_fingerprint": "fp_fake",
                  "choices": [{"index": 0, "delta": delta, "logprobs": None,
                               "finish_reason": finish_reason}]}
-        if self.include_usage:
+        if self.include_usage and self.answer.usage:
             chunk["usage"] = None  # the real API sends null until the usage chunk
         return chunk
 
@@ -536,7 +787,7 @@ class _Responder:
                     self._event(self._chunk({"tool_calls": [{
                         "index": index, "function": {"arguments": piece}}]}))
         self._event(self._chunk({}, a.finish_reason or "stop"))
-        if self.include_usage:
+        if self.include_usage and a.usage:
             self._event({"id": self.id, "object": "chat.completion.chunk",
                          "created": self.created, "model": self.model,
                          "system_fingerprint": "fp_fake", "choices": [],
@@ -560,6 +811,13 @@ class FakeLLMServer:
         a 401 like OpenAI's; by default any key is accepted.
     default : Reply | Fault
         The answer once the script is exhausted and no responder is set.
+    n_ctx : int | None
+        If given, the server also answers llama.cpp's ``GET /props`` and
+        ``GET /slots`` with this context size (per slot); by default they
+        are 404s, as on OpenAI or vLLM.
+    model_info : dict | None
+        Extra fields of each ``GET /v1/models`` entry, e.g.
+        ``{"max_model_len": 4096}`` as vLLM sends.
 
     Attributes
     ----------
@@ -588,8 +846,11 @@ class FakeLLMServer:
     def __init__(self, *, model: str = "fake-model", models: Sequence[str] | None = None,
                  api_key: str | None = None,
                  default: _Scripted | None = None,
-                 responder: Callable[[dict], _Scripted] | None = None):
+                 responder: Callable[[dict], _Scripted] | None = None,
+                 n_ctx: int | None = None, model_info: Mapping[str, Any] | None = None):
         self.model = model
+        self.n_ctx = n_ctx
+        self.model_info = dict(model_info or {})
         self.models = list(models) if models else None
         self.api_key = api_key
         self.default = default if default is not None else Reply.text("(no scripted reply)")

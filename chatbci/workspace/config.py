@@ -57,10 +57,48 @@ class _Section(BaseModel):
 
 
 class LLMSettings(_Section):
-    """``[llm]``: which OpenAI-compatible model to use. Never the API key."""
+    """``[llm]``: which OpenAI-compatible model to use, and how. Never the API key.
+
+    Every setting is optional; left out, the assistant's default applies
+    (see :class:`chatbci.assistant.llm.LLMSettings`, which also reads the
+    environment overrides such as ``CHATBCI_LLM_MAX_TOKENS``).
+
+    Attributes
+    ----------
+    model, base_url : str | None
+        The model (for Azure, the deployment) and the server's API root.
+    timeout : float | None
+        Seconds to wait for the connection and for each piece of the answer
+        (default 60); without streaming, for the whole answer.
+    max_retries : int | None
+        Retries of failures a retry can fix (default 3).
+    max_tokens : int | None
+        The answer cap (default 1024).
+    context_tokens : int | None
+        The model's context window in tokens; unset: asked from the server.
+    temperature : float | None
+        Sampling temperature, 0 to 2 (default 0.2).
+    seed : int | None
+        Sampling seed; unset: none is sent.
+    stream : bool | None
+        Stream answers (default true); false for servers that parse tool
+        calls only without streaming.
+    tool_calls : {"auto", "native", "text"} | None
+        How the model calls tools (default ``"auto"``): ``"native"`` through
+        the API only, ``"text"`` by writing them (no tool schemas sent),
+        ``"auto"`` both.
+    """
 
     model: NonBlank | None = None
     base_url: NonBlank | None = None
+    timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    max_retries: Annotated[int, Field(ge=0, le=20)] | None = None
+    max_tokens: PositiveInt | None = None
+    context_tokens: PositiveInt | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    seed: Annotated[int, Field(ge=-(2 ** 63), le=2 ** 63 - 1)] | None = None
+    stream: bool | None = None
+    tool_calls: Literal["auto", "native", "text"] | None = None
 
     @field_validator("base_url")
     @classmethod
