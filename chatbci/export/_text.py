@@ -103,13 +103,16 @@ def latex_paragraphs(text) -> str:
 # Markdown
 
 def escape_md(text) -> str:
-    """Text safe to put in Markdown prose: raw HTML is neutralised.
+    """Text safe to put in Markdown prose: raw HTML and images are neutralised.
 
     Markdown formatting in messages (lists, emphasis, code) is kept as
     written; ``<`` and ``>``-opened tags are escaped so a message can never
-    open an HTML element (or close the ``<details>`` blocks of the export).
+    open an HTML element (or close the ``<details>`` blocks of the export),
+    and ``![`` becomes ``!\\[``, so an image a model wrote (inline or by
+    reference) is shown as a link: whoever views the export (a Markdown
+    viewer, Jupyter for the notebook) fetches nothing from the model's URLs.
     """
-    return str(text).replace("&", "&amp;").replace("<", "&lt;")
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace("![", "!\\[")
 
 
 def md_code(text) -> str:

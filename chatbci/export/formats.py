@@ -25,7 +25,13 @@ ipynb     ``<slug>.ipynb``: an nbformat 4 notebook re-running each tool call
 ========  =====================================================================
 
 Every text goes through the secret scrubber before it is written, and
-files are replaced atomically.
+files are replaced atomically. What the model wrote is rendered in the HTML
+page by the same sanitising Markdown renderer as the Jupyter panel
+(:func:`chatbci.sanitize.markdown_html`: no remote image, frame, style or
+script, links only to ``http(s)``/``mailto``); the Markdown and notebook
+exports show model images as links (:func:`~chatbci.export._text.escape_md`).
+Only the human chooses where an export goes (``out``); no assistant tool
+exports.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ from functools import cache, cached_property
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup, escape
+
+from ..sanitize import markdown_html
 
 from ..workspace.files import write_inside
 from ._blocks import plain_text
@@ -86,8 +95,20 @@ def _env(kind) -> Environment:
     else:
         env = Environment(autoescape=(kind == "html"), **common)
     env.filters.update(tex=escape_latex, texbreak=breakable_latex, texpar=latex_paragraphs,
-                       md=escape_md, mdcode=md_code, cell=md_cell)
+                       md=escape_md, mdcode=md_code, cell=md_cell, model_html=_model_html)
     return env
+
+
+def _event_link(tool, event_id) -> str:
+    return f'<a class="cb-cite" href="#event-{int(event_id)}">{escape(tool)} #{int(event_id)}</a>'
+
+
+def _model_html(text) -> Markup:
+    """Model-written Markdown as HTML, through the panel's sanitising renderer.
+
+    ``[tool #id]`` citations link to the journal event on the same page.
+    """
+    return Markup(markdown_html(str(text or ""), cite=_event_link))
 
 
 def render_template(name, **context) -> str:

@@ -2,8 +2,11 @@
 
 Everything the panel shows is built here from journal events (live or
 reloaded), so a panel opened again on a workspace looks like the one that
-wrote it. Human text is escaped; AI text is Markdown rendered with raw HTML
-disabled (model output is untrusted).
+wrote it. Human text is escaped; AI text is Markdown rendered by
+:func:`chatbci.sanitize.markdown_html` (model output is untrusted: raw HTML
+escaped, no remote image, style or frame, only http(s)/mailto links); names
+in tables are escaped too. Figures are chatbci's own files, shown by
+:func:`figure_widget`.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import json
 import re
 import threading
 import time
-from functools import lru_cache
 
 import ipywidgets as widgets
+
+from chatbci.sanitize import terminal_text
 
 #: The offline backend's model name (``ai:offline-rules`` in the journal).
 OFFLINE_MODEL = "offline-rules"
@@ -88,6 +92,8 @@ CSS = """
   font-size: 12px; }
 .cb-text pre { background: rgba(127,127,127,.1); padding: 6px 8px; border-radius: 6px;
   overflow-x: auto; }
+.cb-text .cb-align-left { text-align: left; } .cb-text .cb-align-center { text-align: center; }
+.cb-text .cb-align-right { text-align: right; }
 .cb-cite { display: inline-block; font-size: 10.5px; line-height: 16px; padding: 0 6px;
   border-radius: 8px; background: rgba(47,111,179,.12); color: var(--cb-accent);
   font-family: var(--jp-code-font-family, monospace); }
@@ -196,27 +202,16 @@ def esc(text) -> str:
     return html.escape(str(text), quote=True)
 
 
-@lru_cache(maxsize=1)
-def _markdown():
-    try:
-        from markdown_it import MarkdownIt
-    except ImportError:  # pragma: no cover - markdown-it-py comes with Jupyter
-        return None
-    # Raw HTML off: what a model writes is shown, never executed.
-    return MarkdownIt("commonmark", {"html": False, "breaks": True}).enable("table")
-
-
-_CITE = re.compile(r"\[([a-z_]+) #(\d+)\]")
-
-
 def markdown_html(text: str) -> str:
-    """Markdown to HTML (raw HTML escaped), with ``[tool #id]`` citations as chips."""
-    md = _markdown()
-    if md is None:
-        out = "<p>" + esc(text).replace("\n", "<br>") + "</p>"
-    else:
-        out = md.render(text)
-    return _CITE.sub(r'<span class="cb-cite" title="journal event #\2">\1 #\2</span>', out)
+    """Model Markdown as HTML that loads and runs nothing, ``[tool #id]`` citations as chips.
+
+    The one sanitising renderer (:func:`chatbci.sanitize.markdown_html`),
+    shared with the HTML export: raw HTML escaped, images shown as links,
+    links only to ``http(s)``/``mailto``, an allow-list pass last.
+    """
+    from chatbci.sanitize import markdown_html as safe_markdown_html
+
+    return safe_markdown_html(text)
 
 
 def _when(ev) -> str:
@@ -302,7 +297,8 @@ class MessageBubble(widgets.HTML):
             return
         shown = strip_label(self.text) if self.offline else self.text
         if self.streaming:
-            body = (f'<div class="cb-text"><p style="white-space:pre-wrap">{esc(shown)}'
+            body = (f'<div class="cb-text"><p style="white-space:pre-wrap">'
+                    f'{esc(terminal_text(shown))}'
                     '<span class="cb-cursor"></span></p></div>')
         else:
             body = f'<div class="cb-text">{markdown_html(shown)}</div>'
@@ -469,7 +465,10 @@ def styled_table(df, caption=None, highlight=None, precision=3) -> str:
     shown = df.head(MAX_TABLE_ROWS)
     if "dataset" in shown.columns:
         shown = shown.assign(dataset=shown["dataset"].map(short_dataset))
-    styler = shown.style.format(precision=precision, na_rep="–").hide(axis="index")
+    # Cells and headers can hold names the model chose (pipelines): escaped,
+    # as Styler does not escape by default.
+    styler = (shown.style.format(precision=precision, na_rep="–", escape="html")
+              .format_index(escape="html", axis=1).hide(axis="index"))
     styler = styler.set_table_attributes('class="chatbci-table"')
     if highlight is not None:
         column, value = highlight
