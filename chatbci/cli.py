@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 
+from .sanitize import TerminalStream, prefix_lines, terminal_json, terminal_text
+
 
 def _cmd_datasets(args):
     from .bci.datasets import catalog
@@ -91,20 +93,21 @@ def _cmd_init(args):
 
 
 def _cmd_log(args):
-    import json
-
     from .workspace import Workspace
 
     with Workspace.open(args.path) as ws:
         events = ws.journal.events(kind=args.kind, actor=args.actor, session=args.session,
                                    limit=args.limit)
     if args.json:
-        print(json.dumps([e.to_dict() for e in events], indent=1, ensure_ascii=False))
+        # Exact (a program reading it loses nothing) yet safe to print.
+        print(terminal_json([e.to_dict() for e in events], indent=1))
         return 0
     for e in events:
         parent = f"<{e.parent_id}" if e.parent_id else ""
-        print(f"{e.id:>6} {e.ts:%Y-%m-%d %H:%M:%S} {e.actor[:20]:<20} {e.kind:<13} "
-              f"{parent:<6} {e.summary(args.width)}")
+        # Actors and summaries hold model-written text: no escape sequence
+        # may reach the terminal.
+        print(terminal_text(f"{e.id:>6} {e.ts:%Y-%m-%d %H:%M:%S} {e.actor[:20]:<20} "
+                            f"{e.kind:<13} {parent:<6} {e.summary(args.width)}"))
     return 0
 
 
@@ -121,8 +124,6 @@ def _cmd_verify(args):
 
 
 def _cmd_note(args):
-    import json
-
     from .workspace import Workspace
 
     with Workspace.open(args.path) as ws:
@@ -136,20 +137,21 @@ def _cmd_note(args):
             note = kb.add(args.title, body, author=args.author or _default_human(),
                           sources=args.source or ())
             state = "verified" if note.verified else "unverified"
-            print(f"added note {note.id} ({state}): {note.path}")
+            print(terminal_text(f"added note {note.id} ({state}): {note.path}"))
         elif args.note_command == "verify":
             note = kb.verify(args.note_id, by=args.by or _default_human())
-            print(f"note {note.id} verified by {note.verified_by}")
+            print(terminal_text(f"note {note.id} verified by {note.verified_by}"))
         else:
             notes = (kb.search(args.text) if args.note_command == "search"
                      else kb.list(verified=False if args.unverified else None))
             if args.json:
-                print(json.dumps([{"id": n.id, "title": n.title, "author": n.author,
-                                   "verified": n.verified, "sources": list(n.sources),
-                                   "path": n.path} for n in notes], indent=1))
+                print(terminal_json([{"id": n.id, "title": n.title, "author": n.author,
+                                      "verified": n.verified, "sources": list(n.sources),
+                                      "path": n.path} for n in notes], indent=1))
             for n in [] if args.json else notes:
                 mark = "verified  " if n.verified else "UNVERIFIED"
-                print(f"{n.id:<40} {mark} {n.author:<24} {n.title}")
+                # Notes may be the AI's: titles are shown, never interpreted.
+                print(terminal_text(f"{n.id:<40} {mark} {n.author:<24} {n.title}"))
     return 0
 
 
@@ -244,9 +246,9 @@ def _cmd_chat(args):
     kind = ("language model " + session.backend.model if session.backend.is_llm
             else "offline assistant (rule-based, not an LLM)")
     ws = session.workspace
-    print(f"chatbci chat: {ws.config.title} -- {ws.config.goal}")
-    print(f"assistant: {kind}; autonomy: {session.autonomy}. "
-          "Type /help for commands, /quit to leave.")
+    print(terminal_text(f"chatbci chat: {ws.config.title} -- {ws.config.goal}"))
+    print(terminal_text(f"assistant: {kind}; autonomy: {session.autonomy}. ")
+          + "Type /help for commands, /quit to leave.")
     try:
         while True:
             text = _ask("you> ")
@@ -258,9 +260,7 @@ def _cmd_chat(args):
             if text.startswith("/"):
                 _chat_command(session, text)
                 continue
-            print("ai> ", end="", flush=True)
-            turn = session.send(text, on_delta=lambda d: print(d, end="", flush=True))
-            print()
+            turn = _send(session, text)
             _show_artifacts(turn)
             for sugg in turn.suggestions:
                 _decide_interactively(session, sugg)
@@ -268,6 +268,44 @@ def _cmd_chat(args):
         session.close()
     print(f"journal: {ws.path / 'journal.sqlite'} ({ws.journal.head()[0]} events)")
     return 0
+
+
+def _send(session, text):
+    """One turn on screen: the answer streamed through the terminal filter.
+
+    Every line the model wrote is marked (``ai> ``, then ``ai| ``), so no line
+    of it can pass for one chatbci printed; what did not stream (an answer
+    given whole, a failed turn, tool errors) is printed after it.
+    """
+    stream = TerminalStream(continuation="ai| ")
+    shown = []
+
+    def on_delta(fragment):
+        out = stream.feed(fragment)
+        if out:
+            if not shown:
+                print("ai> ", end="")
+            shown.append(out)
+            print(out, end="", flush=True)
+
+    turn = session.send(text, on_delta=on_delta)
+    rest = stream.flush()
+    if shown:
+        print(rest)
+    for notice in turn.notices:  # e.g. a secret typed by the human was redacted
+        print(f"chatbci: {terminal_text(notice)}")
+    answered = any(e.kind == "message" and e.actor.startswith("ai:") for e in turn.events)
+    text_shown = terminal_text(turn.text).strip()
+    if not shown and text_shown:
+        # An answer that was not streamed is the model's; a turn that ended
+        # without one (the LLM unreachable...) is chatbci's account of why.
+        print(prefix_lines(text_shown, "ai> ", "ai| ") if answered
+              else prefix_lines(text_shown, "chatbci: ", "         "))
+    for err in turn.errors:
+        message = str(err.payload.get("message", ""))
+        if message and message not in turn.text:
+            print(f"  error (journal #{err.id}): {terminal_text(message)}")
+    return turn
 
 
 def _ask(prompt):
@@ -279,17 +317,26 @@ def _ask(prompt):
 
 def _show_artifacts(turn):
     for path in turn.artifacts:
-        print(f"     [{path}]")
+        print(f"     [{terminal_text(path)}]")
 
 
 def _decide_interactively(session, sugg):
     import json
 
+    # What "y" runs is the suggestion in the journal: re-read it, and show its
+    # action as chatbci renders it, last before the prompt, so nothing the
+    # model wrote stands between the action and the question.
+    sugg = session.workspace.journal.get(sugg.id)
     action = sugg.payload["action"]
-    print(f"  suggestion #{sugg.id}: {action['tool']} {json.dumps(action.get('args', {}))}")
-    print(f"  why: {sugg.payload.get('rationale', '')}")
+    tool = terminal_text(action.get("tool", "?"))
+    why = terminal_text(sugg.payload.get("rationale", "")).strip() or "(no reason given)"
+    print(f"  suggestion #{sugg.id}, the assistant's reasons (its words):")
+    print(prefix_lines(why, "  | "))
+    print(f"  suggestion #{sugg.id}, the exact action (from the journal):")
+    print(f"    {tool} {terminal_json(action.get('args', {}))}")
+    prompt = f"  #{sugg.id} {tool}: approve? [y]es / [n]o / [m]odify / [s]kip: "
     while True:
-        answer = (_ask("  approve? [y]es / [n]o / [m]odify / [s]kip: ") or "s").strip().lower()
+        answer = (_ask(prompt) or "s").strip().lower()
         if answer in ("y", "yes"):
             turn = session.approve(sugg.id, (_ask("  rationale (optional): ") or "").strip())
         elif answer in ("n", "no"):
@@ -313,12 +360,12 @@ def _decide_interactively(session, sugg):
             return
         else:
             continue
-        print(f"  {turn.text}")
+        print(f"  {terminal_text(turn.text)}")
         for res in turn.tool_results:
             summary = res.payload.get("summary", {})
             if "scores" in summary:
                 for name, sc in summary["scores"].items():
-                    print(f"     {name:<14}{sc['mean']:.3f} ± {sc['sd']:.3f} "
+                    print(f"     {terminal_text(name):<14}{sc['mean']:.3f} ± {sc['sd']:.3f} "
                           f"(n={sc['n_subjects']})")
         _show_artifacts(turn)
         return
@@ -474,7 +521,7 @@ def main(argv=None):
     except Exception as err:  # noqa: BLE001 - classified just below
         if not _is_user_error(err) or os.environ.get("CHATBCI_DEBUG"):
             raise
-        print(f"chatbci {args.command}: error: {err}", file=sys.stderr)
+        print(f"chatbci {args.command}: error: {terminal_text(err)}", file=sys.stderr)
         return 2
 
 
