@@ -1,11 +1,18 @@
 """Paths inside a workspace, and nowhere else.
 
-Paths handed in by a user or by the AI (a figure to show, a pipeline file to
-load, an export target) go through :func:`resolve_inside`, which refuses
-``..`` components, absolute paths outside the workspace and symbolic links
-that lead out of it. Checking the *resolved* path (symlinks followed) is
-what catches the link escapes; rejecting ``..`` outright, even when it would
-stay inside, keeps the rule simple to state and to audit.
+Paths into a workspace handed in by a user or by the AI (a figure to show,
+a pipeline file to load or write, the default ``exports/`` folder) go through
+:func:`resolve_inside`, which refuses ``..`` components, absolute paths
+outside the workspace and symbolic links that lead out of it. Checking the
+*resolved* path (symlinks followed) is what catches the link escapes;
+rejecting ``..`` outright, even when it would stay inside, keeps the rule
+simple to state and to audit.
+
+Export targets chosen by a human are the one exception, on purpose:
+``chatbci export --out``, ``%chatbci export --out`` and
+``chatbci.export.export(out=...)`` may name a folder anywhere (a paper's
+repository, say). No assistant tool exports or takes a free path, so the AI
+never chooses where anything is written outside the workspace.
 
 The check is always against the workspace folder itself, never against one
 of its sub-folders: ``pipelines/`` replaced by a link to a folder elsewhere
