@@ -26,7 +26,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, Validatio
                       field_validator, model_validator)
 
 from ._validation import describe, short_repr
-from .errors import EventValidationError
+from .errors import EventValidationError, JournalCorruptError
 from .provenance import PROVENANCE_PACKAGES
 
 __all__ = ["ACTOR_PATTERN", "KINDS", "PAYLOAD_MODELS", "Event", "canonical_json",
@@ -373,8 +373,21 @@ class Event:
 
     @property
     def payload(self) -> dict:
-        """A fresh copy of the payload (see the class docstring)."""
-        return json.loads(self.payload_json)
+        """A fresh copy of the payload (see the class docstring).
+
+        Raises
+        ------
+        JournalCorruptError
+            The stored JSON is damaged (``chatbci verify`` names the event).
+        """
+        try:
+            return json.loads(self.payload_json)
+        except ValueError:
+            raise JournalCorruptError(
+                f"the journal is damaged: event {self.id}'s payload is not valid JSON. Run "
+                "`chatbci verify WORKSPACE` to see where the hash chain breaks, and restore "
+                "journal.sqlite from a backup or from version control."
+            ) from None
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict of every attribute (``ts`` as ISO text)."""
@@ -392,7 +405,7 @@ class Event:
         """
         try:
             text = self._summary()
-        except (KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, AttributeError, JournalCorruptError):
             text = self.payload_json
         text = " ".join(str(text).split())
         return text if len(text) <= width else text[: width - 3] + "..."

@@ -117,6 +117,38 @@ _COLUMNS = "id, session_id, ts, actor, kind, parent_id, payload, prev_hash, hash
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 _PAGE_SIZE = 1024
+# One schema version per release at most: a larger number is a damaged header.
+_MAX_PLAUSIBLE_VERSION = 1000
+
+# What SQLite says when the file itself is damaged (as opposed to a full disk,
+# a read-only folder or a lock held by another writer).
+_DAMAGE = ("malformed", "not a database", "no such table", "no such column", "corrupt",
+           "could not decode", "unsupported file format", "disk image", "no such index",
+           "unrecognized token", "syntax error")
+_RECOVER = ("It was left untouched. Restore journal.sqlite from a backup or from version "
+            "control; `chatbci verify WORKSPACE` then checks the copy and names the first "
+            "event where the hash chain breaks.")
+
+
+def _one_line(text, limit=200):
+    """SQLite's text on one printable line: damaged bytes must not reach a terminal raw."""
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in str(text)).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _tolerant_text(data: bytes) -> str:
+    # Invalid UTF-8 kept as surrogates, so a damaged row can still be read.
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _undecodable(row) -> bool:
+    for value in row:
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
 
 
 # The C string encoder json.dumps(..., ensure_ascii=False) uses, minus the
@@ -145,7 +177,10 @@ def chain_hash(id, session_id, ts, actor, kind, parent_id, payload_json, prev_ha
         + ',"ts":' + _dumps(ts)
         + "}"
     )
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    # surrogateescape: verify() reads damaged rows with their invalid bytes
+    # kept as surrogates; encoding them back gives the stored bytes, whose hash
+    # then fails to match. Valid text encodes exactly as plain UTF-8.
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _event(row) -> Event:
@@ -324,6 +359,13 @@ class Journal:
                     "a backup; to start over deliberately, create a new workspace with "
                     "`chatbci init`."
                 )
+            if version < 0 or version > _MAX_PLAUSIBLE_VERSION:
+                # No chatbci writes such a number: the file's header is damaged
+                # (and migrating from it would write into a damaged file).
+                raise JournalCorruptError(
+                    f"{self.path} is damaged: its header holds schema version {version}, "
+                    f"which no chatbci writes. {_RECOVER}"
+                )
             if version > SCHEMA_VERSION:
                 raise JournalVersionError(
                     f"{self.path} has journal schema version {version}, but this chatbci "
@@ -342,6 +384,31 @@ class Journal:
             con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             if version < SCHEMA_VERSION:
                 self._migrate()
+            self._check_schema()
+
+    def _check_schema(self):
+        """Refuse, at open, a journal whose tables lost a column or the head row.
+
+        Checked once here rather than met as ``no such column`` in the middle
+        of a command, so every command says the same clear thing.
+        """
+        con = self._con
+        columns = {row[1] for row in con.execute("PRAGMA table_info(events)")}
+        missing = [c for c in _COLUMNS.split(", ") if c not in columns]
+        problem = None
+        if not columns:
+            problem = "it has no events table"
+        elif missing:
+            problem = f"its events table has no column {', '.join(missing)}"
+        elif not {"last_id", "last_hash"} <= {r[1] for r in con.execute("PRAGMA table_info(head)")}:
+            problem = ("its head table (the record of the last event, which lets `chatbci "
+                       "verify` detect deleted events) is missing or lacks a column")
+        else:
+            rows = con.execute("SELECT count(*) FROM head").fetchone()[0]
+            if rows != 1:
+                problem = f"its head table holds {rows} rows instead of 1"
+        if problem:
+            raise JournalCorruptError(f"{self.path} is damaged: {problem}. {_RECOVER}")
 
     def _migrate(self):
         con = self._con
@@ -371,29 +438,58 @@ class Journal:
 
     @contextmanager
     def _guard(self):
-        """Translate SQLite's low-level errors into messages naming the file."""
+        """Translate SQLite's errors into journal errors naming the file and the fix.
+
+        Every read and write of the database runs inside this guard, so a
+        damaged file surfaces as one :class:`JournalCorruptError` (the CLI
+        prints it as one line), never as a raw ``sqlite3`` error.
+        """
         try:
             yield
+        except UnicodeDecodeError as err:
+            # sqlite3 could not even decode SQLite's message: it quotes text
+            # from a damaged schema.
+            raise self._corrupt(f"unreadable bytes in the schema ({err.reason})") from None
         except sqlite3.DatabaseError as err:
             msg = str(err)
-            if isinstance(err, sqlite3.OperationalError) and ("locked" in msg or "busy" in msg):
+            low = msg.lower()
+            if isinstance(err, (sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+                raise  # misuse of the connection: a bug, not the file
+            if isinstance(err, sqlite3.OperationalError) and ("locked" in low or "busy" in low):
                 raise JournalError(
                     f"{self.path} stayed locked by another writer for more than "
                     f"{self.busy_timeout:g} s; retry, or find the process holding it."
                 ) from None
+            if isinstance(err, sqlite3.OperationalError) and not any(d in low for d in _DAMAGE):
+                # A full disk, a read-only folder, an I/O error: the file is fine.
+                raise JournalError(
+                    f"{self.path} could not be read or written (SQLite: {_one_line(msg)}); "
+                    "check that the disk is not full and that you may write to the "
+                    "workspace folder, then retry."
+                ) from None
             # SQLITE_NOTADB and SQLITE_CORRUPT arrive as the base DatabaseError;
-            # its subclasses (IntegrityError, ProgrammingError...) are not damage.
-            if type(err) is sqlite3.DatabaseError or "malformed" in msg or \
-                    "not a database" in msg:
-                raise self._corrupt(err) from None
-            raise
+            # a lost table or column, or undecodable text, is damage too.
+            raise self._corrupt(msg) from None
 
     def _corrupt(self, err):
         return JournalCorruptError(
-            f"{self.path} is not a readable chatbci journal (SQLite: {err}). It was left "
-            "untouched. Restore it from a backup; `chatbci verify` tells whether a restored "
-            "copy is intact."
+            f"{self.path} is damaged: it is not a readable chatbci journal (SQLite: "
+            f"{_one_line(err)}). {_RECOVER}"
         )
+
+    def _damaged_event(self, event_id, what):
+        return JournalCorruptError(
+            f"{self.path} is damaged: event {event_id} {what}. It was left untouched. Run "
+            "`chatbci verify WORKSPACE` to see where the hash chain breaks, and restore "
+            "journal.sqlite from a backup or from version control."
+        )
+
+    def _head(self, con):
+        row = con.execute("SELECT last_id, last_hash FROM head").fetchone()
+        if row is None:
+            raise JournalCorruptError(f"{self.path} is damaged: its head row is missing. "
+                                      f"{_RECOVER}")
+        return row
 
     @contextmanager
     def _write(self):
@@ -506,8 +602,9 @@ class Journal:
         with self._lock:
             if self._session_start_id is None:
                 return None
-            n = self._db.execute("SELECT count(*) FROM events WHERE session_id = ?",
-                                 (self.session_id,)).fetchone()[0]
+            with self._guard():
+                n = self._db.execute("SELECT count(*) FROM events WHERE session_id = ?",
+                                     (self.session_id,)).fetchone()[0]
             event = self._append("session_end", "system",
                                  {"reason": reason, "n_events": n + 1},
                                  self._session_start_id)
@@ -539,8 +636,7 @@ class Journal:
         with self._lock, self._guard():
             try:
                 with self._write() as con:
-                    last_id, last_hash = con.execute(
-                        "SELECT last_id, last_hash FROM head").fetchone()
+                    last_id, last_hash = self._head(con)
                     if parent_id is not None:
                         self._check_parent(con, kind, parent_id, last_id)
                     # Time is taken inside the lock, so ts follows id order.
@@ -561,9 +657,12 @@ class Journal:
         return Event(new_id, self.session_id, now, actor, kind, parent_id, payload_json,
                      last_hash, hash_)
 
-    @staticmethod
-    def _check_parent(con, kind, parent_id, last_id):
+    def _check_parent(self, con, kind, parent_id, last_id):
         row = con.execute("SELECT kind FROM events WHERE id = ?", (parent_id,)).fetchone()
+        if row is None and 1 <= parent_id <= last_id:
+            # The head counts it, the table has lost it: damage, not a bad id.
+            raise self._damaged_event(parent_id, f"is missing, though the journal's head "
+                                                 f"records {last_id} events")
         if row is None:
             raise EventValidationError(
                 f"parent_id {parent_id} is not an event of this journal (ids run from 1 "
@@ -596,8 +695,31 @@ class Journal:
 
     def _query(self, sql, params=()):
         with self._lock, self._guard():
-            rows = self._db.execute(sql, params).fetchall()
-        return [_event(r) for r in rows]
+            try:
+                rows = self._db.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as err:
+                if "could not decode" not in str(err).lower():
+                    raise
+                raise self._undecodable_event(sql, params) from None
+        events = []
+        for row in rows:
+            try:
+                events.append(_event(row))
+            except (TypeError, ValueError):  # a timestamp or id that is no longer one
+                raise self._damaged_event(row[0], "holds fields that cannot be read "
+                                                  "(its timestamp or ids are garbled)") from None
+        return events
+
+    def _undecodable_event(self, sql, params):
+        """The error naming the first event of a query whose text is not UTF-8."""
+        con = self._db
+        con.text_factory = _tolerant_text
+        try:
+            bad = next((row[0] for row in con.execute(sql, params) if _undecodable(row)), "?")
+        finally:
+            con.text_factory = str
+        return self._damaged_event(bad, "holds text that is not valid UTF-8, so it cannot "
+                                        "be read")
 
     def get(self, event_id) -> Event:
         """The event with id ``event_id`` (``KeyError`` if there is none)."""
@@ -613,7 +735,7 @@ class Journal:
     def head(self) -> tuple[int, str]:
         """``(last_id, last_hash)``: the journal's length and the hash anchoring it."""
         with self._lock, self._guard():
-            return tuple(self._db.execute("SELECT last_id, last_hash FROM head").fetchone())
+            return tuple(self._head(self._db))
 
     def events(self, kind=None, actor=None, session=None, since=None, *, limit=None):
         """Events matching all the given filters, in journal order.
@@ -731,48 +853,60 @@ class Journal:
         report : VerifyReport
         """
         start = time.perf_counter()
-        n, bad, problem, prev = 0, None, None, GENESIS_HASH
         with self._lock, self._guard():
             con = self._db
             con.execute("BEGIN")  # one consistent snapshot, even with writers running
             try:
-                cursor = con.execute(f"SELECT {_COLUMNS} FROM events ORDER BY id")
-                for id_, sid, ts, actor, kind, parent_id, payload, prev_hash, hash_ in cursor:
-                    expected = n + 1
-                    if id_ != expected:
-                        bad, problem = expected, (
-                            f"event {expected} is missing (the chain jumps from event "
-                            f"{expected - 1} to {id_}): it was deleted")
-                        break
-                    if chain_hash(id_, sid, ts, actor, kind, parent_id, payload,
-                                  prev_hash) != hash_:
-                        bad, problem = id_, (
-                            "its stored content does not match its hash: the row was edited "
-                            "or swapped with another one")
-                        break
-                    if prev_hash != prev:
-                        bad, problem = id_, (
-                            f"its prev_hash does not match the hash of event {id_ - 1}: an "
-                            "earlier event was changed, removed or reordered")
-                        break
-                    if parent_id is not None and not 1 <= parent_id < id_:
-                        bad, problem = id_, f"its parent_id {parent_id} is not an earlier event"
-                        break
-                    n, prev = id_, hash_
-                else:
-                    last_id, last_hash = con.execute(
-                        "SELECT last_id, last_hash FROM head").fetchone()
-                    if last_id > n:
-                        bad, problem = n + 1, (
-                            f"events {n + 1} to {last_id} are missing: the journal's head "
-                            f"records {last_id} events but the chain ends at event {n}")
-                    elif last_id != n or last_hash != prev:
-                        bad, problem = n, (
-                            f"the journal's head (event {last_id}) does not match the last "
-                            f"event ({n}): the head or the last event was altered")
+                try:
+                    n, bad, problem, prev = self._walk(con)
+                except sqlite3.OperationalError as err:
+                    if "could not decode" not in str(err).lower():
+                        raise
+                    # A row whose text is not UTF-8 (damaged bytes): walk again
+                    # keeping those bytes, so that the report names that event.
+                    con.text_factory = _tolerant_text
+                    try:
+                        n, bad, problem, prev = self._walk(con)
+                    finally:
+                        con.text_factory = str
             finally:
                 con.execute("COMMIT")
         return VerifyReport(ok=bad is None, n_events=n, first_bad_id=bad, problem=problem,
                             head_hash=prev if bad is None and n else None,
                             seconds=time.perf_counter() - start)
+
+    def _walk(self, con):
+        """The chain walk of :meth:`verify`: ``(n_ok, first_bad_id, problem, last_hash)``."""
+        n, prev = 0, GENESIS_HASH
+        cursor = con.execute(f"SELECT {_COLUMNS} FROM events ORDER BY id")
+        for id_, sid, ts, actor, kind, parent_id, payload, prev_hash, hash_ in cursor:
+            expected = n + 1
+            if id_ != expected:
+                if not isinstance(id_, int):
+                    return n, expected, ("its id is no longer a number: the row's bytes are "
+                                         "damaged"), prev
+                return n, expected, (f"event {expected} is missing (the chain jumps from "
+                                     f"event {expected - 1} to {id_}): it was deleted"), prev
+            try:
+                intact = chain_hash(id_, sid, ts, actor, kind, parent_id, payload,
+                                    prev_hash) == hash_
+            except (TypeError, ValueError):  # a field of the wrong type: damaged bytes
+                intact = False
+            if not intact:
+                return n, id_, ("its stored content does not match its hash: the row was "
+                                "edited, swapped with another one or damaged"), prev
+            if prev_hash != prev:
+                return n, id_, (f"its prev_hash does not match the hash of event {id_ - 1}: "
+                                "an earlier event was changed, removed or reordered"), prev
+            if parent_id is not None and not 1 <= parent_id < id_:
+                return n, id_, f"its parent_id {parent_id} is not an earlier event", prev
+            n, prev = id_, hash_
+        last_id, last_hash = self._head(con)
+        if last_id > n:
+            return n, n + 1, (f"events {n + 1} to {last_id} are missing: the journal's head "
+                              f"records {last_id} events but the chain ends at event {n}"), prev
+        if last_id != n or last_hash != prev:
+            return n, n, (f"the journal's head (event {last_id}) does not match the last "
+                          f"event ({n}): the head or the last event was altered"), prev
+        return n, None, None, prev
 
