@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
 
 from .sanitize import TerminalStream, prefix_lines, terminal_json, terminal_text
 
@@ -40,6 +43,11 @@ def _cmd_bench(args):
     from .bci.benchmark import run_benchmark
     from .bci.statistics import format_summary, score_plot, summary_table
 
+    # Checked before the (long) benchmark runs, not when its results are written.
+    _folder_option(args.cache_dir, "--cache-dir")
+    for option, value in (("--output", args.output), ("--plot", args.plot)):
+        if value:
+            _folder_option(os.path.dirname(os.path.abspath(value)), f"the folder of {option}")
     results = run_benchmark(
         pipelines=args.pipelines, dataset=args.dataset, subjects=args.subjects,
         paradigm=args.paradigm, evaluation=args.evaluation,
@@ -349,6 +357,10 @@ def _decide_interactively(session, sugg):
             except ValueError as err:
                 print(f"  not JSON ({err}); try again")
                 continue
+            if not isinstance(changes, dict):
+                print(f"  the changed arguments must be a JSON object, e.g. "
+                      f"{{\"subjects\": \"1-2\"}}, not a {type(changes).__name__}; try again")
+                continue
             why = (_ask("  why? ") or "").strip() or "modified in the terminal"
             try:
                 turn = session.modify(sugg.id, changes, why)
@@ -492,11 +504,53 @@ _USER_ERRORS = (
     ("chatbci.bci.statistics", "StatisticsError"),
     ("chatbci.workspace.errors", "WorkspaceError"),
     ("builtins", "FileExistsError"),
+    ("builtins", "NotADirectoryError"),
+    ("builtins", "IsADirectoryError"),
+    ("builtins", "PermissionError"),
     ("chatbci.assistant.llm", "LLMError"),
     ("chatbci.assistant.llm", "LLMConfigError"),
     ("chatbci.assistant.tools", "ToolError"),
     ("chatbci.export", "ExportError"),
 )
+
+
+def _folder_option(value, option):
+    """Refuse a folder option that cannot be a folder (a file is in the way).
+
+    Raises
+    ------
+    ValueError
+        Naming the option, the file in the way and the fix.
+    """
+    if value is None:
+        return
+    path = Path(value).expanduser().absolute()
+    # The nearest part of the path that exists must be a folder.
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.is_dir():
+        return
+    where = "is a file" if probe == path else f"cannot be made: {probe} is a file"
+    raise ValueError(f"{option} {value} {where}, not a folder; give a folder (it is made "
+                     "if missing).")
+
+
+@contextmanager
+def _warnings_as_lines(command):
+    """Print chatbci's own warnings (a skipped note...) as one line each on stderr."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not category.__module__.startswith("chatbci."):
+                return shown(message, category, filename, lineno, file, line)
+            # One line, printable: a warning may quote a hand-edited file.
+            text = " ".join("".join(c if c.isprintable() else " " for c in str(message)).split())
+            print(f"chatbci {command}: warning: {text}", file=sys.stderr)
+
+        warnings.showwarning = show
+        yield
 
 
 def _is_user_error(err) -> bool:
@@ -514,7 +568,8 @@ def main(argv=None):
         parser.print_help()
         return 0
     try:
-        return args.func(args)
+        with _warnings_as_lines(args.command):
+            return args.func(args)
     except KeyboardInterrupt:
         print("interrupted; cached results are kept, re-run to resume", file=sys.stderr)
         return 130

@@ -542,6 +542,11 @@ class Session:
         rationale : str
             Why (required).
         """
+        if args is not None and not isinstance(args, dict):
+            # e.g. [1, 2] or "1-2" typed at a prompt: say so, instead of a TypeError.
+            raise ValueError(f"modified arguments must be a mapping of argument names to "
+                             f"values, e.g. {{\"subjects\": \"1-2\"}}, not a "
+                             f"{type(args).__name__}.")
         sugg = self._suggestion(suggestion_id)
         if action is None:
             original = sugg.payload["action"]
