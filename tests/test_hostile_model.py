@@ -304,3 +304,84 @@ def test_example_workspace_notes_stay_verified():
         assert not _unverify_events(ws)
     finally:
         ws.close()
+
+
+def test_compact_schemas_keep_every_argument_and_its_limits():
+    for tool in TOOLS:
+        params = tool.schema()["function"]["parameters"]
+        assert set(params.get("properties", {})) == set(tool.args.model_fields), tool.name
+        assert set(params.get("required", [])) <= set(tool.args.model_fields)
+        assert '{"type": "null"}' not in json.dumps(params)
+
+        def walk(node):
+            if isinstance(node, dict):
+                assert "title" not in node or isinstance(node["title"], dict), tool.name
+                for key, value in node.items():
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+        walk(params)
+    bench = TOOLS["run_benchmark"].schema()["function"]["parameters"]["properties"]
+    assert bench["pipelines"]["maxItems"] == 8
+    assert bench["pipelines"]["items"]["maxLength"] == 60
+
+
+# -- issue 11: text tool calls and request parameters reach the journal --------------------
+
+
+def test_text_mode_lists_tools_in_the_prompt_and_journals_the_call_source(ws, server):
+    settings = LLMSettings.resolve({"model": "fake-model", "base_url": server.base_url,
+                                    "timeout": 10, "max_retries": 0, "tool_calls": "text",
+                                    "seed": 7, "temperature": 0.0},
+                                   env={"OPENAI_API_KEY": "test-key-" + "x" * 24})
+    session = Session(ws, backend=OpenAIChat(settings, backoff=0.01), human="ada", n_jobs=1)
+    server.script([Reply.text('Let me look.\n<tool_call>\n{"name": "list_datasets", '
+                              '"arguments": {"min_subjects": 50}}\n</tool_call>'),
+                   Reply.text("Two large datasets [list_datasets #4].")])
+    turn = session.send("which datasets are large?")
+    first = server.requests[0]
+    assert "tools" not in first
+    assert "run_benchmark(pipelines: array" in first["messages"][0]["content"]
+    call = next(e for e in turn.events if e.kind == "tool_call")
+    assert call.payload["call_source"] == "text"
+    assert "<tool_call>" in call.payload["llm"]["raw_text"]
+    assert call.payload["llm"]["params"]["seed"] == 7
+    assert call.payload["llm"]["params"]["temperature"] == 0.0
+    assert turn.tool_results[0].payload["ok"]
+
+
+def test_runaway_answer_is_marked_truncated_and_kept_short(ws, server):
+    server.script([Reply.text("loop " * 3000, finish_reason="length"), Reply.text("ok")])
+    session = session_for(ws, server)
+    turn = session.send("tell me everything")
+    answer = [e for e in turn.events if e.kind == "message" and e.actor.startswith("ai:")][-1]
+    assert answer.payload["truncated"] is True
+    assert "cut off at the answer cap" in turn.text
+    session.send("shorter please")
+    prior = [m for m in server.requests[-1]["messages"] if m["role"] == "assistant"][-1]
+    assert len(prior["content"]) < 2000 and prior["content"].endswith("[answer truncated]")
+
+
+def test_context_size_error_trims_and_retries_once_then_recovers(ws, server):
+    from chatbci.assistant.testing import Fault
+
+    session = session_for(ws, server)
+    server.script([Reply.text(f"answer {i} " + "words " * 700) for i in range(6)])
+    for i in range(6):
+        session.send(f"question {i}")
+    server.script([Fault.context_exceeded(8210, 8192), Reply.text("fits now")])
+    turn = session.send("final question")
+    assert turn.text == "fits now"
+    before, after = server.requests[-2], server.requests[-1]
+    assert len(json.dumps(after)) < len(json.dumps(before))
+    assert user_texts(after)[-1] == "final question"
+    assert_valid_history(after["messages"])
+    assert "Retrying once" in turn.errors[0].payload["message"]
+    # Twice in a row: an accurate message (not "may not support tool calling").
+    server.script([Fault.context_exceeded(9000, 8192), Fault.context_exceeded(9000, 8192)])
+    turn = session.send("again")
+    assert "context" in turn.text and "context_tokens" in turn.text
+    assert "tool calling" not in turn.text
+    server.script([Reply.text("recovered")])
+    assert session.send("and now").text == "recovered"

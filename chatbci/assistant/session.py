@@ -30,6 +30,7 @@ from . import prompts
 from .autonomy import AutonomyPolicy, Spend
 from .context import data_block, render_state, workspace_state
 from .tools import MAX_ARGUMENTS_CHARS, TOOLS, Cost, ToolContext, ToolError, clip_text
+from ..workspace.secrets import scrub_text, scrub_text_counted
 
 #: Conversation messages kept in memory between turns (the workspace state and
 #: the journal carry the rest); what is *sent* is further bounded in tokens.
@@ -67,11 +68,15 @@ class Turn:
         Journal events written during the turn, in order.
     deltas : list of str
         The streamed text fragments, in order.
+    notices : list of str
+        What chatbci did to the human's input, for the human to read (e.g.
+        that a secret was redacted before it reached the journal or model).
     """
 
     text: str = ""
     events: list = field(default_factory=list)
     deltas: list = field(default_factory=list)
+    notices: list = field(default_factory=list)
 
     def _of(self, kind):
         return [e for e in self.events if e.kind == kind]
@@ -203,8 +208,18 @@ class Session:
         sys_text = system.render(autonomy=level, autonomy_help=AUTONOMY_HELP[level])
         state_text = state.render(state=render_state(
             workspace_state(self.workspace, query=text), self.context_budget))
+        refs = {"system": system.ref, "state": state.ref}
+        if self._tool_mode() == "text":
+            # No tool declarations are sent: describe the tools and the call format.
+            listing = prompts.load("tools_text")
+            sys_text += "\n\n" + listing.render(tools=_tool_signatures())
+            refs["tools_text"] = listing.ref
         msgs = [{"role": "system", "content": sys_text + "\n\n" + state_text}]
-        return msgs, {"system": system.ref, "state": state.ref}
+        return msgs, refs
+
+    def _tool_mode(self) -> str:
+        """``native``, ``text`` or ``auto`` (the backend's [llm] tool_calls setting)."""
+        return getattr(getattr(self.backend, "settings", None), "tool_calls", "native")
 
     def _request(self, text, tools, *, shrink=1):
         """System prompt, state and the history that fits the model's context.
@@ -262,7 +277,10 @@ class Session:
             turn = Turn()
             self.stop.clear()
             self.spend.turn = 0.0
-            human_ev = self._append(turn, "message", self.human, {"text": text})
+            # The model gets the message as journaled: with secrets redacted.
+            text, redacted = _redact_typed(turn, text)
+            human_ev = self._append(turn, "message", self.human,
+                                    {"text": text, **({"redacted": redacted} if redacted else {})})
             self._turn_start = len(self._history)
             if self._notices:
                 # What happened since the last turn (decisions and their results), as
@@ -280,6 +298,7 @@ class Session:
             max_calls = budgets.max_tool_calls_per_turn
             max_rounds = budgets.max_rounds_per_turn
             n_calls = 0
+            revision_of = None  # the answer the claims check sent back, once per turn
             tools = TOOLS.schemas()
             for _round in range(max_rounds):
                 completion = self._complete(turn, human_ev, text, tools, delta)
@@ -293,9 +312,18 @@ class Session:
                 params = getattr(completion, "request_params", None)
                 if params:
                     llm_meta["params"] = params
+                if getattr(completion, "raw_text", None):
+                    # Calls were written as text; keep what the model really wrote.
+                    llm_meta["raw_text"] = clip_text(completion.raw_text, 4000)
                 if not completion.tool_calls:
-                    self._answer(turn, human_ev, completion, llm_meta)
-                    return turn
+                    ev, note = self._answer(turn, human_ev, completion, llm_meta, revision_of)
+                    if note is None or revision_of is not None or _round + 1 >= max_rounds:
+                        return turn
+                    # Claims check: unsupported or contradicted claims go back to the
+                    # model once, as chatbci's data; it answers again (both journaled).
+                    revision_of = ev.id
+                    self._remember({"role": "user", "content": note})
+                    continue
                 self._remember(_bounded_message(completion.as_message()))
                 for call in completion.tool_calls:
                     n_calls += 1
@@ -362,8 +390,13 @@ class Session:
                 return None
         return None  # pragma: no cover - the loop always returns
 
-    def _answer(self, turn, human_ev, completion, llm_meta):
-        """Journal the model's final answer for this turn and keep it in history."""
+    def _answer(self, turn, human_ev, completion, llm_meta, revision_of=None):
+        """Journal the model's final answer for this turn and keep it in history.
+
+        The answer's claims check goes into its payload (``claims``; ``revision_of``
+        for an answer given again after the check). Returns ``(event, note)``: the
+        check's feedback for a language model, or None when every claim is backed.
+        """
         answer = completion.text or ""
         if not answer.strip():
             answer = "(The assistant returned an empty answer.)"
@@ -377,9 +410,16 @@ class Session:
             payload["text"] = answer
             # A runaway answer must not fill the next requests' context.
             remembered = clip_text(remembered, 1500) + " [answer truncated]"
-        self._append(turn, "message", self.ai, payload, human_ev.id)
+        report = _check_claims(answer, self.workspace.journal, turn.events)
+        if report is not None:
+            payload["claims"] = report.as_payload()
+        if revision_of is not None:
+            payload["revision_of"] = revision_of
+        ev = self._append(turn, "message", self.ai, payload, human_ev.id)
         self._remember({"role": "assistant", "content": remembered})
         turn.text = answer
+        note = report.feedback() if report is not None and self.backend.is_llm else None
+        return ev, note
 
     def stream(self, text):
         """Iterate over a turn as it happens.
@@ -463,7 +503,8 @@ class Session:
                     "next": "Tell the human what you propose and why; they will accept, "
                             "reject or modify it."}
         return self._run(turn, tool, args, actor=self.ai, parent_id=parent_id,
-                         extra={"llm": llm_meta, "call_id": call.id})
+                         extra={"llm": llm_meta, "call_id": call.id,
+                                "call_source": getattr(call, "source", "native")})
 
     def _ctx(self):
         return ToolContext(self.workspace, actor=self.ai, progress=self.progress,
@@ -557,6 +598,8 @@ class Session:
     def _decide(self, suggestion_id, verdict, rationale, action=None) -> Turn:
         with self._lock:
             turn = Turn()
+            if isinstance(rationale, str):
+                rationale, _ = _redact_typed(turn, rationale)  # it goes to the model too
             sugg = self._suggestion(suggestion_id)
             if action is not None:
                 # Validate before recording: a modification must be runnable.
@@ -570,8 +613,8 @@ class Session:
             decision = self._append(turn, "decision", self.human, payload, sugg.id)
             if verdict == "reject":
                 turn.text = f"Suggestion #{sugg.id} rejected."
-                self._notices.append(f"[The human rejected suggestion #{sugg.id}: "
-                                     f"{rationale or 'no reason given'}]")
+                self._notices.append(scrub_text(f"[The human rejected suggestion #{sugg.id}: "
+                                                f"{rationale or 'no reason given'}]"))
                 return turn
             act = action or sugg.payload["action"]
             tool = TOOLS[act["tool"]]
@@ -584,11 +627,35 @@ class Session:
             summary = results[-1].payload.get("summary") if results else None
             turn.text = (f"Ran {tool.name} ({'as suggested' if verdict == 'accept' else 'modified'})"
                          + (": done." if ok else f": failed ({summary})."))
-            self._notices.append(
+            self._notices.append(scrub_text(
                 f"[The human {'accepted' if verdict == 'accept' else 'modified'} suggestion "
                 f"#{sugg.id}{': ' + rationale if rationale else ''}. Result of {tool.name}: "
-                f"{reply if isinstance(reply, str) else json.dumps(reply)}]")
+                f"{reply if isinstance(reply, str) else json.dumps(reply)}]"))
             return turn
+
+
+def _redact_typed(turn, text):
+    """``text`` with its secrets redacted, and how many; the human is told in ``turn``."""
+    text, n = scrub_text_counted(text)
+    if n:
+        turn.notices.append(f"{n} secret{'s were' if n > 1 else ' was'} redacted from what "
+                            "you typed before it was journaled or sent to the model.")
+    return text, n
+
+
+def _tool_signatures():
+    """Each tool as ``name(arg: type, ...)`` with its description, for text mode."""
+    out = []
+    for tool in TOOLS:
+        props = tool.schema()["function"]["parameters"].get("properties", {})
+        required = set(tool.args.model_json_schema().get("required", []))
+        parts = []
+        for name, prop in props.items():
+            kind = prop.get("type") or "/".join(a.get("type", "?") for a in prop.get("anyOf", []))
+            parts.append(f"{name}{'' if name in required else '?'}: {kind or 'object'}")
+        out.append({"name": tool.name, "signature": ", ".join(parts),
+                    "description": tool.description})
+    return out
 
 
 def _message_tokens(message) -> int:
@@ -669,6 +736,17 @@ def _bounded_message(message):
                                                       "arguments, over the limit"})
         out["tool_calls"].append(dict(call, function=fn))
     return out
+
+
+def _check_claims(answer, journal, events):
+    """The claims check of an answer (:mod:`.claims`); None if the checker fails, which
+    must never end a turn."""
+    from .claims import check_claims
+
+    try:
+        return check_claims(answer, journal, turn_events=events)
+    except Exception:  # noqa: BLE001 - a checker bug must not lose the answer
+        return None
 
 
 def turn_text_so_far(turn):

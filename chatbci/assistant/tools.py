@@ -242,7 +242,11 @@ def _compact_schema(node):
     for key, value in node.items():
         if key in ("title", "additionalProperties") or (key == "default" and value is None):
             continue
-        out[key] = _compact_schema(value)
+        if key in ("properties", "$defs"):
+            # Names of arguments (one may well be called "title"), not schema keywords.
+            out[key] = {name: _compact_schema(sub) for name, sub in value.items()}
+        else:
+            out[key] = _compact_schema(value)
     alts = out.get("anyOf")
     if alts is not None:
         alts = [a for a in alts if a != {"type": "null"}]

@@ -20,18 +20,25 @@ VERDICT_TEXT = {"accept": "✓ Approved", "reject": "✗ Rejected", "modify": "�
 
 def _field_kind(field) -> str:
     """How an argument is edited as text: list_str, int, float, str, str_or_json, json."""
-    ann = field.annotation
+    ann = _bare(field.annotation)
     if typing.get_origin(ann) in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(ann) if a is not type(None)]
+        options = [_bare(a) for a in typing.get_args(ann) if a is not type(None)]
     else:
         options = [ann]
     if len(options) == 1:
         a = options[0]
         if typing.get_origin(a) is list:
-            inner = typing.get_args(a)
+            inner = [_bare(t) for t in typing.get_args(a)]
             return "list_str" if inner and inner[0] is str else "json"
         return {int: "int", float: "float", str: "str"}.get(a, "json")
     return "str_or_json" if str in options else "json"
+
+
+def _bare(ann):
+    """``Annotated[X, limits...]`` -> ``X`` (tool arguments carry their bounds so)."""
+    while typing.get_origin(ann) is typing.Annotated:
+        ann = typing.get_args(ann)[0]
+    return ann
 
 
 def format_arg(value, kind) -> str:
