@@ -372,6 +372,8 @@ def _decide_interactively(session, sugg):
             return
         else:
             continue
+        for notice in turn.notices:
+            print(f"  chatbci: {terminal_text(notice)}")
         print(f"  {terminal_text(turn.text)}")
         for res in turn.tool_results:
             summary = res.payload.get("summary", {})
