@@ -666,8 +666,8 @@ def _parse(m) -> _Num:
     decimals = len(raw.split(".")[1]) if "." in raw else 0
     value = float(raw)
     if m.group("exp"):
-        exp = int(m.group("exp"))
-        value *= 10 ** exp
+        exp = int(m.group("exp")[:6])
+        value = float(f"{raw}e{exp}")  # inf when out of range: then not a claim
         decimals = max(0, decimals - exp)
     signed = bool(m.group("sign"))
     if signed:
@@ -713,7 +713,7 @@ class _Checker:
         self.text = text
         self.journal = journal
         self.alpha = alpha
-        self._words = set()
+        self._words, self._words_at = set(), None
         self._names = set()
         self.head = journal.head()[0]
         self._events = {}
@@ -821,7 +821,8 @@ class _Checker:
                     self._names = {m[2].lower() for m in mentions}
                     claims += self._significance(cs, ce, mentions, masks, cited, taken)
                     claims += self._rankings(cs, ce, mentions, masks, cited)
-                    claims += self._numbers(cs, ce, mentions, masks + taken, cited)
+                    claims += self._numbers(cs, ce, mentions, masks + taken, cited,
+                                            _MAX_CLAIMS - len(claims))
                 if len(claims) >= _MAX_CLAIMS:
                     break
         claims.sort(key=lambda c: (c.start, c.end))
@@ -831,9 +832,19 @@ class _Checker:
         low = name.lower()
         return next((n for n in self.names if n.lower() == low), name)
 
-    def _context(self, cs, ce):
-        ctx = " ".join(_CITE.sub("", self.text[cs:ce]).split()).strip(" ,;")
-        return ctx if len(ctx) <= 140 else ctx[:139] + "\u2026"
+    def _context(self, cs, ce, s, e):
+        """The clause of a claim at ``s:e``, without citations; at most ~140 characters
+        around the claim."""
+        a, b = (cs, ce) if ce - cs <= 160 else (max(cs, s - 70), min(ce, e + 70))
+        ctx = " ".join(_CITE.sub("", self.text[a:b]).split()).strip(" ,;")
+        return ("\u2026" if a > cs else "") + ctx + ("\u2026" if b < ce else "")
+
+    def _clause_words(self, cs, ce):
+        if self._words_at != (cs, ce):
+            self._words_at = (cs, ce)
+            self._words = {w.lower() for w in re.findall(r"[A-Za-z]\w*", self.text[cs:ce])} \
+                - {"the", "a", "an", "of", "at", "in", "is", "was", "and", "for", "with", "on"}
+        return self._words
 
     def _sources(self, cited):
         """Usable sources of the cited ids, and the problems of the others."""
@@ -860,7 +871,7 @@ class _Checker:
 
     # -- numbers --------------------------------------------------------------------------
 
-    def _numbers(self, cs, ce, mentions, masks, cited):
+    def _numbers(self, cs, ce, mentions, masks, cited, budget):
         text = self.text
         out = []
         found = [m for m in _NUM.finditer(text, cs, ce) if not _inside(m.start("num"), masks)]
@@ -872,10 +883,14 @@ class _Checker:
                 if both_int or _UNIT_RANGE.match(text[b.end():]):
                     skip.update({a.start(), b.start()})
         clause = text[cs:ce]
+        flags = {"protocol": bool(_PROTOCOL.search(clause)),
+                 "chance": bool(_CHANCE.search(clause)), "diff": bool(_DIFF_WORDS.search(clause))}
         for m in found:
+            if len(out) >= budget:
+                break
             if m.start() in skip:
                 continue
-            num = self._number(m, cs, ce, clause)
+            num = self._number(m, cs, ce, flags)
             if num is None:
                 continue
             value, quantity = num
@@ -883,10 +898,11 @@ class _Checker:
             if text[e - 1:e].isspace():
                 e -= 1
             entity = self._entity(s, mentions)
-            out.append(self._check_number(s, e, value, quantity, entity, cited, cs, ce))
+            out.append(self._check_number(s, e, value, quantity, entity, cited, cs, ce,
+                                          flags["diff"]))
         return out
 
-    def _number(self, m, cs, ce, clause):
+    def _number(self, m, cs, ce, flags):
         """``(_Num, quantity)`` for a number that is a claim, else None."""
         text = self.text
         s, e = m.start(), m.end()
@@ -896,6 +912,8 @@ class _Checker:
         if re.match(r"\.\d", after):
             return None
         num = _parse(m)
+        if not math.isfinite(num.value) or num.decimals > 12:
+            return None
         before = text[max(cs, s - 40):s]
         quantity = next((q for q, rx in _LABELS if rx.search(before)), None)
         labelled = quantity is not None
@@ -909,14 +927,14 @@ class _Checker:
         noun = next((q for q, rx in _NOUNS if rx.match(text[e:e + 40])), None)
         if quantity is None:
             quantity = noun
-        if noun == "hz" and _PROTOCOL.search(clause):
+        if noun == "hz" and flags["protocol"]:
             return None
-        if re.match(r"\s*(?:s|ms|sec|seconds?)\b", after) and _PROTOCOL.search(clause):
+        if re.match(r"\s*(?:s|ms|sec|seconds?)\b", after) and flags["protocol"]:
             return None
         is_int = "." not in m.group("num") and not m.group("exp")
         if is_int and not (labelled or noun or num.percent):
             return None  # 3 pipelines, step 2, 2018
-        if _CHANCE.search(clause) and (abs(num.value) == 0.5 and not num.percent
+        if flags["chance"] and (abs(num.value) == 0.5 and not num.percent
                                        or num.percent and abs(num.value) == 50):
             return None
         if not labelled and round(abs(num.value), 9) in self.echoes:
@@ -933,7 +951,7 @@ class _Checker:
         after = [m for m in mentions if m[0] >= pos]
         return after[0] if after else None
 
-    def _check_number(self, s, e, num, quantity, entity, cited, cs, ce):
+    def _check_number(self, s, e, num, quantity, entity, cited, cs, ce, diff_words):
         text = self.text
         ent_name = entity[2] if entity else None
         if quantity is None and entity is not None and not num.percent \
@@ -941,9 +959,8 @@ class _Checker:
             gap = text[entity[1]:s] if entity[1] <= s else ""
             if len(gap) <= 24 and not re.search(r"\d|\bby\b", gap):
                 quantity = "score"  # TS+LR 0.78, TS+LR (0.78), TS+LR reached 0.78
-        ctx = self._context(cs, ce)
-        self._words = {w.lower() for w in re.findall(r"[A-Za-z]\w*", text[cs:ce])} - {
-            "the", "a", "an", "of", "at", "in", "is", "was", "and", "for", "with", "on"}
+        ctx = self._context(cs, ce, s, e)
+        self._clause_words(cs, ce)
         mk = lambda verdict, reason, ev=None: self._claim(  # noqa: E731
             s, e, "number", num.value, cited, verdict, reason, ev, quantity, ctx)
         sources, problems = self._sources(cited)
@@ -961,7 +978,7 @@ class _Checker:
             return mk("supported", f"{src.name}: {lf.path} = {lf.value}",
                       Evidence(src.event_id, lf.path, lf.value))
         names = " and ".join(src.name for src in sources)
-        diff = self._difference(num, quantity, sources, text[cs:ce])
+        diff = self._difference(num, quantity, sources) if diff_words else None
         if diff is not None:
             src, path, value = diff
             return mk("supported", f"{src.name}: {path} = {value}",
@@ -1023,9 +1040,7 @@ class _Checker:
 
         return max(pairs, key=score)  # the first of the best
 
-    def _difference(self, num, quantity, sources, clause):
-        if not _DIFF_WORDS.search(clause):
-            return None
+    def _difference(self, num, quantity, sources):
         found = []
         for src in sources:
             q = "score" if quantity in (None, "points") else quantity
@@ -1084,7 +1099,7 @@ class _Checker:
         return out
 
     def _check_ranking(self, s, e, value, cited, cs, ce):
-        ctx = self._context(cs, ce)
+        ctx = self._context(cs, ce, s, e)
         sources, problems = self._sources(cited)
         mk = lambda verdict, reason, ev=None: self._claim(  # noqa: E731
             s, e, "ranking", value, cited, verdict, reason, ev, None, ctx)
@@ -1161,7 +1176,7 @@ class _Checker:
         return [self._check_significance(s, e, value, names, universal, cited, cs, ce)]
 
     def _check_significance(self, s, e, value, names, universal, cited, cs, ce):
-        ctx = self._context(cs, ce)
+        ctx = self._context(cs, ce, s, e)
         mk = lambda verdict, reason, ev=None: self._claim(  # noqa: E731
             s, e, "significance", value, cited, verdict, reason, ev, "p", ctx)
         sources, problems = self._sources(cited)
