@@ -5,7 +5,8 @@ proposal; every ``decision`` a human's accept / reject / modify of one;
 a ``tool_call`` by ``ai:<model>`` ran on the AI's own initiative (as the
 autonomy level allowed), one by ``human:<name>`` whose parent is a decision
 ran because a human decided it. Pipelines and benchmark runs are attributed
-the same way. The statement drafted from these facts follows the common
+the same way. The claims check journaled with each AI message (its claims'
+verdicts against the cited tool results) is summed by verdict. The statement drafted from these facts follows the common
 ground of journals' AI-use policies: name the tool and model (and version),
 say what it was used for, state that the authors reviewed the output and
 take responsibility, and that the AI is not an author.
@@ -85,10 +86,45 @@ def _counts(record) -> dict:
                        "by_ai_per_tool": dict(sorted(tools.items()))},
         "benchmark_runs": runs,
         "messages": messages,
+        "claims": _claims(record),
         "knowledge_notes": notes,
         "errors": len(record.of_kind("error")),
         "events": record.head_id,
     }
+
+
+def _claims(record) -> dict:
+    """The claims check of the assistant's messages (``message`` payloads' ``claims``).
+
+    ``messages_checked``: AI messages that carry a check; ``claims`` and the
+    verdicts ``supported`` / ``unsupported`` / ``contradicted`` summed over
+    them; ``by_kind``: the same per kind (number, ranking, significance);
+    ``revised``: answers the assistant gave again after the check's feedback
+    (``revision_of`` in their payload).
+    """
+    verdicts = ("supported", "unsupported", "contradicted")
+    out = {"messages_checked": 0, "claims": 0, **{v: 0 for v in verdicts}, "by_kind": {},
+           "revised": 0}
+    for it in record.of_kind("message"):
+        if record.role(it.actor) not in ("ai", "offline"):
+            continue
+        if it.payload.get("revision_of") is not None:
+            out["revised"] += 1
+        check = it.payload.get("claims")
+        items = check.get("claims") if isinstance(check, dict) else None
+        if not isinstance(items, list):
+            continue
+        out["messages_checked"] += 1
+        for c in items:
+            verdict = c.get("verdict") if isinstance(c, dict) else None
+            if verdict not in verdicts:
+                continue
+            out["claims"] += 1
+            out[verdict] += 1
+            kind = out["by_kind"].setdefault(str(c.get("kind")), {v: 0 for v in verdicts})
+            kind[verdict] += 1
+    out["by_kind"] = dict(sorted(out["by_kind"].items()))
+    return out
 
 
 def _call_of_run(record, run):
@@ -215,6 +251,17 @@ def _statement(record, d) -> str:
             per_tool = ", ".join(f"{n} {t}" for t, n in tc["by_ai_per_tool"].items())
             parts.append(f"The assistant also ran {_n(tc['by_ai'], 'tool call')} on its own, "
                          f"as the autonomy level allowed ({per_tool}).")
+    claims = c["claims"]
+    if claims["messages_checked"]:
+        parts.append(
+            f"ChatBCI checked the factual claims (numbers, pipeline rankings, significance "
+            f"statements) in {_n(claims['messages_checked'], 'assistant message')} against "
+            f"the journaled tool results they cite: of {_n(claims['claims'], 'claim')}, "
+            f"{claims['supported']} {'was' if claims['supported'] == 1 else 'were'} supported, "
+            f"{claims['unsupported']} unsupported and {claims['contradicted']} contradicted"
+            + (f"; {_n(claims['revised'], 'answer')} {'was' if claims['revised'] == 1 else 'were'}"
+               " revised by the assistant after this check was fed back to it"
+               if claims["revised"] else "") + ".")
     runs = c["benchmark_runs"]
     if runs["total"]:
         bits = []
@@ -264,7 +311,8 @@ def disclosure(workspace_or_record) -> dict:
         provider, versions reported by the API, usage), ``humans``,
         ``counts`` (suggestions; decisions accept/reject/modify; undecided;
         tool calls by the AI, after a human decision, by a human; benchmark
-        runs by origin; messages; knowledge notes; errors), ``decisions``
+        runs by origin; messages; ``claims``, the claims check of the AI's
+        messages by verdict and kind; knowledge notes; errors), ``decisions``
         (every suggestion and its verdict), ``pipelines`` (custom pipelines
         and who defined them), ``runs`` (who started each benchmark),
         ``prompt_templates`` and ``statement`` (a draft for a journal's
@@ -285,6 +333,19 @@ def disclosure(workspace_or_record) -> dict:
          "prompt_templates": prompts}
     d["statement"] = _statement(record, d)
     return d
+
+
+def _claims_line(claims) -> str:
+    if not claims["messages_checked"]:
+        return "Claims check: no assistant message was checked"
+    kinds = "; ".join(f"{k}: {v['supported']} supported, {v['unsupported']} unsupported, "
+                      f"{v['contradicted']} contradicted" for k, v in claims["by_kind"].items())
+    return (f"Claims check of {claims['messages_checked']} assistant messages: "
+            f"{claims['claims']} claims, {claims['supported']} supported by the cited tool "
+            f"results, {claims['unsupported']} unsupported, {claims['contradicted']} "
+            f"contradicted" + (f" ({kinds})" if kinds else "")
+            + (f"; {claims['revised']} answers revised after feedback" if claims["revised"]
+               else ""))
 
 
 def disclosure_blocks(record, d=None, *, level=1) -> list:
@@ -326,6 +387,7 @@ def disclosure_blocks(record, d=None, *, level=1) -> list:
          "directly)"),
         (f"Messages: {c['messages']['human']} from humans, {c['messages']['ai']} from the "
          "assistant"),
+        _claims_line(c["claims"]),
         (f"Knowledge notes: {notes['by_ai']} written by the AI "
          f"({notes['ai_notes_verified_by_human']} verified by a human), "
          f"{notes['by_human']} by humans"),

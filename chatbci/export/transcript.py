@@ -11,12 +11,13 @@ suggestions, the human's decisions and the results, and drops the chatter
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from ._text import compact_json, fmt_num, fmt_score, ranges, truncate
 
-__all__ = ["CURATED_TOOLS", "FIGURE_SUFFIXES", "Entry", "action_line", "select_items",
-           "summarise_result", "transcript_entries"]
+__all__ = ["CLAIM_MARKS", "CURATED_TOOLS", "FIGURE_SUFFIXES", "Entry", "action_line",
+           "claims_marked", "select_items", "summarise_result", "transcript_entries"]
 
 #: Tools whose calls and results a curated transcript keeps (they produce findings
 #: or change what is compared); other tool calls stay only if a human decided them.
@@ -190,6 +191,52 @@ def summarise_result(tool, summary, ok=True):
 
 
 # ---------------------------------------------------------------------------
+# Claims check marks
+
+#: The marks of :mod:`chatbci.assistant.claims` (the export reads the journal only, so it
+#: does not import the assistant; a test keeps the two equal).
+CLAIM_MARKS = {"unsupported": "[?]", "contradicted": "[!]"}
+
+
+def claims_marked(text, claims) -> str:
+    """A message's text with the verdicts of its claims check, for a transcript.
+
+    ``[?]`` follows each unsupported claim and ``[!]`` each contradicted one
+    (found by offset, else by its text nearest to it); a note listing them
+    with the reason follows the text. ``claims`` is the message payload's
+    ``claims`` (see :meth:`chatbci.assistant.claims.ClaimsReport.as_payload`);
+    text without flagged claims is returned unchanged.
+    """
+    items = claims.get("claims") if isinstance(claims, dict) else None
+    flagged = [c for c in items or [] if isinstance(c, dict)
+               and c.get("verdict") in CLAIM_MARKS and isinstance(c.get("text"), str)]
+    if not flagged:
+        return text
+    inserts = set()
+    for c in flagged:
+        claim, start = c["text"], c.get("start")
+        if isinstance(start, int) and text[start:start + len(claim)] == claim and claim:
+            inserts.add((start + len(claim), CLAIM_MARKS[c["verdict"]]))
+        elif claim and claim in text:
+            near = start if isinstance(start, int) else 0
+            at = min((m.start() for m in re.finditer(re.escape(claim), text)),
+                     key=lambda i: abs(i - near))
+            inserts.add((at + len(claim), CLAIM_MARKS[c["verdict"]]))
+    for end, mark in sorted(inserts, reverse=True):
+        text = text[:end] + mark + text[end:]
+    counts = {v: sum(1 for c in items if isinstance(c, dict) and c.get("verdict") == v)
+              for v in ("supported", "unsupported", "contradicted")}
+    lines = [f"Claims check (chatbci): {counts['supported']} supported, "
+             f"{counts['unsupported']} unsupported [?], {counts['contradicted']} "
+             "contradicted [!] against the journaled tool results."]
+    lines += [f"- {CLAIM_MARKS[c['verdict']]} {truncate(c['text'], 80)}: "
+              f"{truncate(str(c.get('reason', '')), 240)}" for c in flagged[:20]]
+    if len(flagged) > 20:
+        lines.append(f"- ... and {len(flagged) - 20} more")
+    return text.rstrip() + "\n\n" + "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
 # Entries
 
 
@@ -253,7 +300,7 @@ def _entry(record, it) -> Entry:
               record.label(it.actor), record.role(it.actor), it.parent_id)
     kind = it.kind
     if kind == "message":
-        e["text"] = p.get("text", "")
+        e["text"] = claims_marked(p.get("text", ""), p.get("claims"))
     elif kind == "suggestion":
         e["heading"] = f"Suggestion #{it.id}"
         e["action"] = action_line(p.get("action"))
