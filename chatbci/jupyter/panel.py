@@ -22,6 +22,8 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
+from chatbci.assistant.claims import mark_claims
+
 from . import render
 from .cards import SuggestionCard
 from .render import MessageBubble, ToolCallView, ai_label, esc
@@ -316,13 +318,17 @@ class ChatPanel(widgets.VBox):
         if kind == "message":
             if ev.actor.startswith("ai:") and self._stream is not None:
                 label, _ = ai_label(ev.actor)
-                self._stream.finish(ev.payload.get("text", ""), ev, label=label)
+                # Unsupported / contradicted claims carry [?] / [!] (claims check).
+                self._stream.finish(mark_claims(ev.payload.get("text", ""), ev.payload), ev,
+                                    label=label)
                 self._stream = None
             else:
                 if not ev.actor.startswith("ai:"):
                     self._flush_results()
                 self._close_stream()
                 bubble = render.message_widget(ev, self.me)
+                if ev.actor.startswith("ai:") and ev.payload.get("claims"):
+                    bubble.finish(mark_claims(bubble.text, ev.payload))
                 self.messages.append(bubble)
                 self._append(bubble)
             # The answer presents the results: its figures and tables follow it.
