@@ -119,6 +119,9 @@ def test_what_is_kept_around_a_redaction():
         f"password: {REDACTED} and more")
     assert scrub_text(f"Authorization: Bearer {JWT}", ()) == f"Authorization: Bearer {REDACTED}"
     assert scrub_text(f"a\n{PEM}\nb", ()) == f"a\n{REDACTED}\nb"
+    # "İ" is two characters once lowercased: positions still hold.
+    assert scrub_text(f"İİ password: {TYPED_PASSWORD} İ key {HEX32}", ()) == (
+        f"İİ password: {REDACTED} İ key {REDACTED}")
 
 
 def test_chatbci_own_hashes_and_ordinary_text_are_kept():
@@ -292,3 +295,68 @@ def test_typed_secrets_are_redacted_before_the_model_sees_them(tmp_path, clean_e
     assert f"rejected suggestion #{sugg.id}: no: first rotate {REDACTED}" in bodies
     assert _scan(tmp_path / "w") == {}
     ws.close()
+
+
+# ---------------------------------------------------------------------------
+# The detect-secrets plugins in use
+
+
+def _plugin_samples():
+    """A string each regex plugin of detect-secrets flags (built at run time)."""
+    lower_hex, low = "0123456789abcdef", string.ascii_lowercase + string.digits
+    return {
+        "ArtifactoryDetector": [f" AKC{_chars(12)} "],
+        "AWSKeyDetector": [AWS_KEY_ID, f'aws_secret_key = "{_chars(40)}"'],
+        "AzureStorageKeyDetector": ["AccountKey=" + _chars(86) + "=="],
+        "BasicAuthDetector": [f"https://ada:{URL_PASSWORD}@example.org"],
+        "CloudantDetector": [f'cloudant_password = "{_chars(64, lower_hex)}"',
+                             f"https://acct:{_chars(64, lower_hex)}@acct.cloudant.com"],
+        "DiscordBotTokenDetector": [f"M{_chars(23)}.{_chars(6)}.{_chars(27)}"],
+        "GitHubTokenDetector": [GITHUB_CLASSIC],
+        "GitLabTokenDetector": ["glpat-" + _chars(20)],
+        "IbmCloudIamDetector": [f'ibm_cloud_iam_api_key = "{_chars(44)}"'],
+        "IbmCosHmacDetector": [f'ibm_cos_hmac_secret_access_key = "{_chars(48, lower_hex)}"'],
+        "JwtTokenDetector": [JWT],
+        "MailchimpDetector": [_chars(32, low) + "-us12"],
+        "NpmDetector": ["//registry.npmjs.org/:_authToken=npm_" + _chars(36)],
+        "OpenAIDetector": ["sk-" + _chars(20) + "T3Blb" + "kFJ" + _chars(20)],
+        "PrivateKeyDetector": [PEM],
+        "PypiTokenDetector": ["pypi-AgEIcHlwaS5vcmc" + _chars(70)],
+        "SendGridDetector": [f"SG.{_chars(22)}.{_chars(43)}"],
+        "SlackDetector": ["xoxb-1234-5678-" + _chars(20, low),
+                          "https://hooks.slack.com/services/"
+                          f"T{_chars(8)}/B{_chars(8)}/{_chars(24)}"],
+        "SoftlayerDetector": [f'softlayer_api_key = "{_chars(64, low)}"',
+                              f"https://api.softlayer.com/soap/v3/{_chars(64, low)}"],
+        "SquareOAuthDetector": ["sq0csp-" + _chars(43)],
+        "StripeDetector": ["sk_" + "live_" + _chars(24)],
+        "TelegramBotTokenDetector": [f"123456789:{_chars(35)}"],
+        "TwilioKeyDetector": ["AC" + _chars(32, low), "SK" + _chars(32, low)],
+    }
+
+
+def test_every_regex_plugin_of_detect_secrets_is_used():
+    """Each plugin's own detection implies ours, in any letter case, also in JSON.
+
+    The triggers that let most patterns skip most texts are tuned to the
+    installed detect-secrets; a plugin that is new, or whose patterns changed
+    so that a trigger would hide them, fails here.
+    """
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+    from detect_secrets.plugins.base import RegexBasedDetector
+
+    samples = _plugin_samples()
+    skipped = {"IPPublicDetector"}  # an address is not a secret
+    plugins = {c.__name__: c for c in get_mapping_from_secret_type_to_class().values()
+               if issubclass(c, RegexBasedDetector) and c.__name__ not in skipped}
+    assert sorted(plugins) == sorted(samples)
+    for name, texts in samples.items():
+        plugin = plugins[name]()
+        for text in texts:
+            assert list(plugin.analyze_string(text)), (name, text)  # a valid sample
+            for form in (text, text.upper(), text.lower()):
+                if not list(plugin.analyze_string(form)):
+                    continue  # the plugin itself does not flag this form
+                line = f"see {form} here"
+                assert find_secrets(line), (name, form)
+                assert REDACTED in scrub_text(canonical_json({"text": line}), ()), (name, form)

@@ -44,6 +44,7 @@ import bisect
 import json
 import os
 import re
+import string
 import threading
 from typing import Any
 
@@ -173,11 +174,12 @@ _SKIPPED_PLUGINS = {"IPPublicDetector", "Base64HighEntropyString", "HexHighEntro
 
 #: A cheap test that must pass before a plugin's patterns are run: a tuple
 #: of strings (one must occur in the text; in the lowercased text for a
-#: :class:`_Lower` tuple) or a pattern (it must be found in the text). Running every plugin's regex on
-#: a few KB of JSON costs tens of milliseconds, mostly on text that holds
-#: no secret; the triggers are supersets of what the patterns match, so they
-#: only skip patterns that cannot match. A plugin not listed (a new one in a
-#: later detect-secrets) always runs.
+#: :class:`_Lower` tuple, used for case-insensitive patterns) or a pattern
+#: (it must be found in the text). Running every plugin's regex on a few KB
+#: of JSON costs tens of milliseconds, mostly on text that holds no secret;
+#: the triggers are supersets of what the patterns match, so they only skip
+#: patterns that cannot match. A plugin not listed (a new one in a later
+#: detect-secrets) always runs.
 _TRIGGERS = {
     "ArtifactoryDetector": re.compile(r"AKC|AP[\dA-F]"),
     "AWSKeyDetector": re.compile(r"A(?:KIA|SIA|BIA|CCA|3T)"),
@@ -194,7 +196,7 @@ _TRIGGERS = {
     "PrivateKeyDetector": ("PRIVATE KEY", "PuTTY-User-Key-File-2"),
     "PypiTokenDetector": ("pypi-",),
     "SendGridDetector": ("SG.",),
-    "SlackDetector": ("xox", "hooks.slack.com"),
+    "SlackDetector": _Lower(("xox", "hooks.slack.com")),
     "SoftlayerDetector": _Lower(("softlayer",)),
     "SquareOAuthDetector": ("sq0csp-",),
     "StripeDetector": ("k_live_",),
@@ -254,12 +256,15 @@ def _load_detectors():
         # KeywordDetector: the value after a secret-sounding name, in the
         # forms it looks for in config files (key: value, key = value,
         # "value" == key, key "value";) and in code (quotes required).
-        table = {**keyword.CONFIG_DENYLIST_REGEX_TO_GROUP,
-                 **keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP}
+        # These tables are module constants, not API: should a later release
+        # rename them, scrubbing goes on without them (and tests/test_secrets
+        # fails) instead of every journal write raising.
+        table = {**getattr(keyword, "CONFIG_DENYLIST_REGEX_TO_GROUP", {}),
+                 **getattr(keyword, "QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP", {})}
+        compared = getattr(keyword, "PRECEDED_BY_EQUAL_COMPARISON_SIGNS_QUOTES_REQUIRED_REGEX",
+                           None)
         for pattern, group in table.items():
-            trigger = (_KEYWORD_COMPARED
-                       if pattern is keyword.PRECEDED_BY_EQUAL_COMPARISON_SIGNS_QUOTES_REQUIRED_REGEX
-                       else _KEYWORD_NAMES)
+            trigger = _KEYWORD_COMPARED if pattern is compared else _KEYWORD_NAMES
             found.append((pattern, (group,), trigger, False))
         for pattern, group, trigger in _EXTRA_PATTERNS:
             found.append((pattern, (group,), trigger, False))
@@ -336,6 +341,7 @@ _TRAILING = ".,;:!?)]}>"
 _TOKEN_CHAR = re.compile(r"[A-Za-z0-9_\-]*")
 _JWT_CHAR = re.compile(r"[A-Za-z0-9_\-.+/=]*")
 _MAX_PASSES = 4
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _JSON_LITERAL = re.compile(r"(?:true|false|null|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\Z")
 
 
@@ -381,6 +387,8 @@ def _spans(view):
     """Merged, sorted ``(start, end)`` spans of the secrets in ``view``."""
     detectors, jwt_valid = _load_detectors()
     lower = view.lower()
+    if len(lower) != len(view):  # "İ" lowercases to two characters: keep positions
+        lower = view.translate(_ASCII_LOWER)
     spans = [m.span() for m in _PEM_BLOCK.finditer(view)] if "PRIVATE KEY" in view else []
     stems = {}
     for trigger, patterns in detectors:
