@@ -285,8 +285,11 @@ def _send(session, text):
     of it can pass for one chatbci printed; what did not stream (an answer
     given whole, a failed turn, tool errors) is printed after it.
     """
+    from .assistant.claims import ClaimsReport, mark_claims
+
     stream = TerminalStream(continuation="ai| ")
     shown = []
+    checked = set()  # answers already printed with their claims check
 
     def on_delta(fragment):
         out = stream.feed(fragment)
@@ -296,15 +299,41 @@ def _send(session, text):
             shown.append(out)
             print(out, end="", flush=True)
 
-    turn = session.send(text, on_delta=on_delta)
+    def on_event(ev):
+        # An answer with unsupported / contradicted claims: its marks, printed before
+        # the assistant answers again (the claims check sends them back once).
+        nonlocal stream
+        if previous is not None:
+            previous(ev)
+        report = ClaimsReport.from_events([ev])
+        if report is None or report.ok:
+            return
+        if shown:
+            print(stream.flush())
+            stream = TerminalStream(continuation="ai| ")
+            shown.clear()
+        else:
+            marked = mark_claims(str(ev.payload.get("text", "")), report, legend=False)
+            print(prefix_lines(terminal_text(marked).strip(), "ai> ", "ai| "))
+        checked.add(ev.id)
+        for line in report.notes():
+            print(f"chatbci: {terminal_text(line)}")
+
+    previous = session.on_event
+    session.on_event = on_event
+    try:
+        turn = session.send(text, on_delta=on_delta)
+    finally:
+        session.on_event = previous
     rest = stream.flush()
     if shown:
         print(rest)
     for notice in turn.notices:  # e.g. a secret typed by the human was redacted
         print(f"chatbci: {terminal_text(notice)}")
-    answered = any(e.kind == "message" and e.actor.startswith("ai:") for e in turn.events)
+    answers = [e for e in turn.events if e.kind == "message" and e.actor.startswith("ai:")]
+    answered = bool(answers)
     text_shown = terminal_text(turn.text).strip()
-    if not shown and text_shown:
+    if not shown and text_shown and not (answers and answers[-1].id in checked):
         # An answer that was not streamed is the model's; a turn that ended
         # without one (the LLM unreachable...) is chatbci's account of why.
         print(prefix_lines(text_shown, "ai> ", "ai| ") if answered

@@ -424,3 +424,22 @@ def test_panel_marks_flagged_claims(tmp_path):
         assert "[!]" not in bubbles[0].text  # the offline answer is fully supported
     finally:
         panel.close()
+
+
+def test_terminal_prints_the_check_before_the_revised_answer(study, capsys):
+    from chatbci.assistant.session import Session
+    from chatbci.assistant.testing import FakeLLMServer
+    from chatbci.cli import _send
+
+    ws = study[0]
+    with FakeLLMServer(model="fake-model", responder=_responder(ws, True)) as srv:
+        s = Session(ws, backend=_llm_backend(srv), human="ada", n_jobs=1)
+        turn = _send(s, "How does TS+LR do?")
+        s.close()
+    out = capsys.readouterr().out.splitlines()
+    first = next(i for i, line in enumerate(out) if line.startswith("ai> TS+LR scored"))
+    check = out.index("chatbci: claims check: 0 supported, 0 unsupported, 1 contradicted")
+    revised = next(i for i, line in enumerate(out) if line.startswith("ai> Correction"))
+    assert first < check < revised
+    assert out[check + 1].startswith("chatbci: [!] ") and LEGEND in out[check + 2]
+    assert turn.text.startswith("Correction") and sum("Correction" in line for line in out) == 1
