@@ -360,3 +360,29 @@ def test_every_regex_plugin_of_detect_secrets_is_used():
                 line = f"see {form} here"
                 assert find_secrets(line), (name, form)
                 assert REDACTED in scrub_text(canonical_json({"text": line}), ()), (name, form)
+
+
+def test_the_notebook_panel_tells_the_human_a_secret_was_redacted(tmp_path, clean_env):
+    from chatbci.assistant.offline import OfflineBackend
+    from chatbci.jupyter import ChatPanel
+
+    path = tmp_path / "study"
+    Workspace.create(path, title="T", goal="g", datasets=["SimulatedMI"], subjects="1-3").close()
+    panel = ChatPanel(path, backend=OfflineBackend(), n_jobs=1)
+    try:
+        panel.send(f"benchmark MDM on SimulatedMI subjects 1, my key is {HEX32}", wait=True,
+                   timeout=240)
+        assert panel.last_turn.notices
+        lines = [w.value for w in panel.conversation.children
+                 if "chatbci-system" in w._dom_classes]
+        assert any("1 secret was redacted" in v for v in lines)
+        card = next(c for c in panel.cards.values() if c.state == "pending")
+        card.reject(f"not now, rotate {GITHUB_CLASSIC} first")
+        assert panel.wait_idle(240)
+        assert sum("1 secret was redacted" in w.value for w in panel.conversation.children
+                   if "chatbci-system" in w._dom_classes) == 2
+        assert HEX32 not in str([w.value for w in panel.conversation.children
+                                 if hasattr(w, "value")])
+    finally:
+        panel.close()
+    assert _scan(path) == {}

@@ -491,6 +491,7 @@ class ChatPanel(widgets.VBox):
             self.progress_row.layout.display = "none"
             turn = self.session.send(text, on_delta=self._on_delta)
             self.last_turn = turn
+            self._show_notices(turn)
             said = any(e.kind == "message" and e.actor.startswith("ai:") for e in turn.events)
             if turn.text and not said:  # the model could not be reached: say so
                 self._close_stream()
@@ -544,6 +545,7 @@ class ChatPanel(widgets.VBox):
             else:
                 turn = session.modify(card.id, rationale=rationale, action=action)
             self.last_turn = turn
+            self._show_notices(turn)
 
         def failed(err):
             card.fail(str(err))
@@ -552,6 +554,11 @@ class ChatPanel(widgets.VBox):
             card.fail("Cancelled by Stop before it ran.")
 
         self._submit(job, on_error=failed, on_cancel=cancelled, label=f"{verdict} #{card.id}")
+
+    def _show_notices(self, turn):
+        """Tell the human what chatbci did to their input (e.g. a secret redacted)."""
+        for notice in turn.notices:
+            self._append(render.system_line(esc(notice)))
 
     def _on_stop(self, _=None):
         self.session.stop.set()
