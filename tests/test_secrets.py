@@ -386,3 +386,26 @@ def test_the_notebook_panel_tells_the_human_a_secret_was_redacted(tmp_path, clea
     finally:
         panel.close()
     assert _scan(path) == {}
+
+
+def test_chatbci_chat_tells_the_human_a_secret_was_redacted(tmp_path, clean_env, capsys,
+                                                            monkeypatch):
+    path = tmp_path / "study"
+    Workspace.create(path, title="T", goal="g", datasets=["SimulatedMI"], subjects="1-3").close()
+    typed = iter([f"benchmark MDM on SimulatedMI subjects 1, my key is {HEX32}",
+                  "n", f"rotate {GITHUB_CLASSIC} first", "/quit"])
+
+    def fake_input(prompt=""):
+        print(prompt, end="")
+        try:
+            return next(typed)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    assert main(["chat", str(path), "--offline", "--human", "ada"]) == 0
+    out = capsys.readouterr().out
+    notice = ("chatbci: 1 secret was redacted from what you typed before it was journaled "
+              "or sent to the model.")
+    assert out.count(notice) == 2, out
+    assert _leaks(out.encode()) == [] and _scan(path) == {}
