@@ -400,7 +400,8 @@ class Journal:
             problem = "it has no events table"
         elif missing:
             problem = f"its events table has no column {', '.join(missing)}"
-        elif not {"last_id", "last_hash"} <= {r[1] for r in con.execute("PRAGMA table_info(head)")}:
+        elif not {"last_id", "last_hash"} <= {r[1] for r in
+                                               con.execute("PRAGMA table_info(head)")}:
             problem = ("its head table (the record of the last event, which lets `chatbci "
                        "verify` detect deleted events) is missing or lacks a column")
         else:
