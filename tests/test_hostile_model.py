@@ -385,3 +385,20 @@ def test_context_size_error_trims_and_retries_once_then_recovers(ws, server):
     assert "tool calling" not in turn.text
     server.script([Reply.text("recovered")])
     assert session.send("and now").text == "recovered"
+
+
+def test_disclosure_counts_each_model_call_once_and_says_when_usage_is_unknown(ws, server):
+    from chatbci.export.disclosure import disclosure
+    from chatbci.export.record import load_record
+
+    server.script([Reply.tool_calls([("list_components", {}), ("list_datasets", {})]),
+                   Reply.text("Done [list_components #4].", usage=False)])
+    session_for(ws, server).send("what can I use?")
+    rec = load_record(ws)
+    (info,) = [a for a in rec.ai_actors.values() if a["is_llm"]]
+    # Two model calls (the first rides on two tool_call events), one without usage.
+    assert info["n_calls"] == 2 and info["n_usage_unknown"] == 1
+    first = server.requests and info["tokens"]["total_tokens"]
+    assert first > 0
+    text = json.dumps(disclosure(rec), default=str)
+    assert "usage_unknown" in text

@@ -23,6 +23,7 @@ import queue
 import threading
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -304,7 +305,8 @@ class Session:
                 completion = self._complete(turn, human_ev, text, tools, delta)
                 if completion is None:
                     return turn
-                llm_meta = {"model": completion.model or self.backend.model,
+                llm_meta = {"request": uuid.uuid4().hex[:12],  # one id per model call
+                            "model": completion.model or self.backend.model,
                             "backend": self.backend.name, "prompts": self._prompt_refs,
                             "usage": completion.usage,
                             "latency_s": round(completion.latency_s or 0.0, 3),

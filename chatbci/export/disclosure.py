@@ -201,6 +201,7 @@ def _assistants(record) -> list:
             "versions": a["versions"] if a["is_llm"] else [],
             "messages": a["n_messages"], "suggestions": a["n_suggestions"],
             "tool_calls": a["n_tool_calls"], "tokens": a["tokens"] if a["is_llm"] else None,
+            "model_calls": a.get("n_calls", 0), "usage_unknown": a.get("n_usage_unknown", 0),
             "first_used": a["first_ts"], "last_used": a["last_ts"],
             "prompt_templates": a["prompts"]})
     return out
@@ -359,11 +360,19 @@ def disclosure_blocks(record, d=None, *, level=1) -> list:
         for a in d["assistants"]:
             if a["is_llm"]:
                 tokens = a["tokens"] or {}
+                unknown = a.get("usage_unknown", 0)
+                if unknown and unknown == a.get("model_calls"):
+                    used = "token usage unknown (the server reported none)"
+                elif unknown:
+                    used = (f"at least {tokens.get('total_tokens', 0)} tokens (usage unknown "
+                            f"for {unknown} of {a['model_calls']} model calls)")
+                else:
+                    used = f"{tokens.get('total_tokens', 0)} tokens"
                 items.append([code(a["actor"]), (
                     f": large language model {a['model']} ({a['provider']}); versions "
                     f"reported by the API: {', '.join(a['versions']) or 'none recorded'}; "
                     f"{a['messages']} messages, {a['suggestions']} suggestions, "
-                    f"{a['tool_calls']} tool calls; {tokens.get('total_tokens', 0)} tokens; "
+                    f"{a['tool_calls']} tool calls; {used}; "
                     f"used {a['first_used'][:19]}Z to {a['last_used'][:19]}Z; prompt "
                     f"templates: {', '.join(a['prompt_templates']) or 'none'}.")])
             else:

@@ -187,6 +187,7 @@ class SessionRecord:
             if s["model"]:
                 declared.setdefault(f"ai:{s['model']}", s)
         out = {}
+        seen_requests = set()
         for it in self.items:
             if not it.actor.startswith("ai:"):
                 continue
@@ -205,6 +206,9 @@ class SessionRecord:
                     "versions": [], "n_events": 0, "n_messages": 0, "n_suggestions": 0,
                     "n_tool_calls": 0, "first_ts": it.ts, "last_ts": it.ts,
                     "tokens": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                    # Model calls whose server reported no usage: their tokens are
+                    # unknown, not zero, and the totals say so.
+                    "n_calls": 0, "n_usage_unknown": 0,
                     "prompts": [],
                 }
             info["n_events"] += 1
@@ -221,10 +225,21 @@ class SessionRecord:
                 if not info["backend"] and llm.get("backend"):
                     info["backend"] = llm["backend"]
                 usage = llm.get("usage")
-                if isinstance(usage, dict):
-                    for k in info["tokens"]:
-                        if isinstance(usage.get(k), int):
-                            info["tokens"][k] += usage[k]
+                # One model call's metadata rides on every event it produced (each
+                # tool call of a round): count it, and its usage, once.
+                request = llm.get("request")
+                counted = request is not None and request in seen_requests
+                if request is not None:
+                    seen_requests.add(request)
+                if not counted:
+                    info["n_calls"] += 1
+                    if isinstance(usage, dict) and any(isinstance(usage.get(k), int)
+                                                       for k in info["tokens"]):
+                        for k in info["tokens"]:
+                            if isinstance(usage.get(k), int):
+                                info["tokens"][k] += usage[k]
+                    else:
+                        info["n_usage_unknown"] += 1
                 prompts = llm.get("prompts")
                 if isinstance(prompts, dict):
                     for ref in prompts.values():
