@@ -575,7 +575,9 @@ _BEST_AFTER = re.compile(
     r"(?:performs?|performed|did|does|scored?|scores|works?|worked|ranks?|ranked|comes?|came)\s+"
     r"(?:the\s+)?(?:best|highest|first)\b|"
     r"(?:had|has|got|gets|achieved|achieves|reached|reaches|obtained|obtains)\s+the\s+"
-    r"(?:best|highest|top)\b)", re.I)
+    r"(?:best|highest|top)\b|"
+    r"(?:(?:comes?|came)\s+out|is|was|ends?\s+up|ended\s+up|stays?|stayed)\s+on\s+top\b|"
+    r"(?:wins|won|tops|topped)\b(?!['\u2019]))", re.I)
 _BEST_BEFORE = re.compile(
     r"(?:^|[^\w-])(?P<w>best|top|winning|strongest|highest[- ]scoring)"
     r"(?:\s+(?:pipeline|decoder|model|method|classifier|performer|result|one|score))?"
