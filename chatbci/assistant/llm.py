@@ -852,7 +852,8 @@ class OpenAIChat:
         send_tools = bool(tools) and mode != "text"
         names = [_tool_name(t) for t in tools or ()]
         read_text = bool(tools) and mode != "native" and tool_choice != "none"
-        request: dict[str, Any] = {"model": self.model, "messages": list(messages),
+        request: dict[str, Any] = {"model": self.model,
+                                   "messages": [_wire_message(m) for m in messages],
                                    "stream": settings.stream}
         if settings.stream:
             request["stream_options"] = {"include_usage": True}
@@ -1280,6 +1281,19 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
         if math.isfinite(seconds):
             return max(0.0, seconds)
     return None
+
+
+def _wire_message(message: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A message as sent: no ``"content": null`` beside an assistant's tool calls.
+
+    The API takes the key left out as well as null; llama-cpp-python's server
+    (0.3.x), whose schema types ``content`` as a string, answers null with
+    HTTP 500 (seen with tests/test_real_llm.py).
+    """
+    if (message.get("role") == "assistant" and message.get("tool_calls")
+            and "content" in message and message["content"] is None):
+        return {k: v for k, v in message.items() if k != "content"}
+    return message
 
 
 def _clip(text: str, limit: int) -> str:
