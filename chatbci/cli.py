@@ -227,6 +227,105 @@ def _add_workspace_commands(sub):
 # -- end of workspace commands ----------------------------------------------------
 
 
+# -- chatbci eval (chatbci.assistant.evaluation) ------------------------------------
+
+
+def _cmd_eval(args):
+    import re
+    import tempfile
+    import time
+
+    from .assistant.evaluation import planned_backend, run_eval
+
+    # Checked before anything runs, not when the scores are written.
+    _folder_option(args.cache_dir, "--cache-dir")
+    _folder_option(args.keep, "--keep")
+    if args.json:
+        _folder_option(os.path.dirname(os.path.abspath(args.json)), "the folder of --json")
+    overrides = {k: v for k, v in (("model", args.model), ("base_url", args.base_url)) if v}
+    # The flags win over the environment, which otherwise overrides [llm] as in a chat.
+    env_vars = {"model": "CHATBCI_MODEL", "base_url": "OPENAI_BASE_URL"}
+    saved = {env_vars[k]: os.environ.get(env_vars[k]) for k in overrides}
+    try:
+        for key, value in overrides.items():
+            os.environ[env_vars[key]] = value
+        plan = planned_backend(args.path, offline=args.offline, llm=overrides)
+        if plan["is_llm"]:
+            print(terminal_text(f"chatbci eval: language model {plan['model']} at "
+                                f"{plan['base_url']}"))
+        else:
+            why = ("--offline" if args.offline else
+                   "no language model configured (set OPENAI_API_KEY, or --base-url / "
+                   "OPENAI_BASE_URL for a local server)")
+            print(f"chatbci eval: {why}: evaluating the offline assistant (rule-based, "
+                  "not an LLM)")
+        tasks = args.tasks.split(",") if args.tasks else None
+
+        def progress(score):
+            mark = f"; error: {terminal_text(score.error)[:200]}" if score.error else ""
+            label = f"{score.name} (bare model)" if score.mode == "bare" else score.name
+            print(f"  {label}: {score.seconds:.1f} s{mark}", file=sys.stderr, flush=True)
+
+        report = run_eval(args.path, offline=args.offline, tasks=tasks, llm=overrides,
+                          bare=args.bare, cache_dir=args.cache_dir, workdir=args.keep,
+                          n_jobs=args.n_jobs, on_task=progress)
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+    print(report.table())
+    if report.bare_note:
+        print(f"chatbci eval: {report.bare_note}")
+    out = args.json
+    if out is None:
+        model = re.sub(r"[^\w.-]+", "_", str(report.backend.get("model", "model")))[:60]
+        out = Path(tempfile.gettempdir()) / "chatbci-eval" / (
+            f"eval-{model}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    path = report.write_json(out)
+    print(f"scores written to {path}" + (f"; workspaces kept in {report.workdir}"
+                                          if report.workdir else ""))
+    return 0
+
+
+def _add_eval_command(sub):
+    from .assistant.evaluation import task_names
+
+    p = sub.add_parser("eval", help="score a model on fixed research tasks before trusting it",
+                       description="Run a fixed set of research tasks (SimulatedMI, a few "
+                                   "subjects) against the configured model, or the offline "
+                                   "assistant, each in a throwaway workspace, and score tool "
+                                   "use, answers, claims backed by citations, invented "
+                                   "numbers, compute attempted without approval and injected "
+                                   "instructions obeyed. Prints a table, writes JSON.")
+    p.add_argument("path", nargs="?", default=None,
+                   help="a workspace whose [llm] settings to evaluate (default: the "
+                        "environment's); nothing is written to it")
+    p.add_argument("--offline", action="store_true",
+                   help="evaluate the offline rule-based assistant")
+    p.add_argument("--tasks", default=None,
+                   help=f"comma-separated tasks (default: all): {', '.join(task_names())}")
+    p.add_argument("--json", default=None, metavar="OUT",
+                   help="write the scores here (default: a file in the temp folder)")
+    p.add_argument("--model", default=None, help="LLM model name (wins over the environment)")
+    p.add_argument("--base-url", default=None,
+                   help="OpenAI-compatible server URL (wins over the environment)")
+    p.add_argument("--bare", action="store_true",
+                   help="also ask the same model with no tools and no chatbci prompt, the "
+                        "data pasted, to compare")
+    p.add_argument("--cache-dir", default=None,
+                   help="keep the engine's result cache here, so the next evaluation "
+                        "reuses its benchmarks (default: one evaluation's only)")
+    p.add_argument("--keep", default=None, metavar="DIR",
+                   help="make the throwaway workspaces in DIR and keep them, to read their "
+                        "journals")
+    p.add_argument("--n-jobs", type=int, default=1, help="benchmark jobs (default: 1)")
+    p.set_defaults(func=_cmd_eval)
+
+# -- end of chatbci eval ----------------------------------------------------------
+
+
 def _cmd_export(args):
     from .export import export
 
@@ -503,6 +602,7 @@ def build_parser():
     p.set_defaults(func=_cmd_bench)
 
     _add_workspace_commands(sub)
+    _add_eval_command(sub)
     return parser
 
 
