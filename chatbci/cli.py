@@ -469,6 +469,12 @@ def _decide_interactively(session, sugg):
     print(f"  suggestion #{sugg.id}, the assistant's reasons (its words):")
     print(prefix_lines(why, "  | "))
     print(f"  suggestion #{sugg.id}, the exact action (from the journal):")
+    estimate = sugg.payload.get("estimate")
+    if isinstance(estimate, dict) and estimate.get("fits"):
+        seconds = estimate.get("seconds")
+        print(f"  estimated cost: {int(estimate['fits']):,} fits, "
+              + (f"about {float(seconds):.0f} s" if seconds is not None
+                 else "duration unknown"))
     print(f"    {tool} {terminal_json(action.get('args', {}))}")
     prompt = f"  #{sugg.id} {tool}: approve? [y]es / [n]o / [m]odify / [s]kip: "
     while True:

@@ -22,6 +22,11 @@ from .tools import Cost
 
 LEVELS = ("suggest", "assist", "auto")
 
+#: Fits an ``auto`` call may run without asking when nothing in the workspace
+#: tells how long one takes yet (a small first benchmark is fine; a 600-point
+#: grid over ten subjects is not).
+MAX_UNTIMED_FITS = 500
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -60,8 +65,16 @@ class AutonomyPolicy:
         self.level = level
         self.budgets = budgets
 
-    def decide(self, tool, args, spend: Spend, n_subjects: int | None = None) -> Verdict:
-        """Verdict for the assistant's call of ``tool`` with validated ``args``."""
+    def decide(self, tool, args, spend: Spend, n_subjects: int | None = None,
+               estimate: dict | None = None) -> Verdict:
+        """Verdict for the assistant's call of ``tool`` with validated ``args``.
+
+        ``estimate`` (``{"fits": ..., "seconds": ...}``, see
+        :func:`chatbci.bci.cost.estimate_cost`) is checked against what is left
+        of the budgets *before* the call runs: a call whose estimate does not
+        fit, or whose duration is unknown and whose fits exceed
+        :data:`MAX_UNTIMED_FITS`, is proposed instead.
+        """
         if tool.name == "propose":
             return Verdict("run", "a proposal only records a suggestion")
         if self.level == "suggest":
@@ -81,6 +94,17 @@ class AutonomyPolicy:
             if spend.session >= b.seconds_per_session:
                 return Verdict("suggest", f"the session's compute budget "
                                           f"({b.seconds_per_session:.0f} s) is spent")
+            if estimate:
+                seconds, fits = estimate.get("seconds"), estimate.get("fits") or 0
+                left_turn = b.seconds_per_turn - spend.turn
+                left_session = b.seconds_per_session - spend.session
+                if seconds is not None and seconds > min(left_turn, left_session):
+                    return Verdict("suggest", f"estimated {seconds:.0f} s ({fits:,} fits) "
+                                              f"exceeds the {min(left_turn, left_session):.0f}"
+                                              " s left of the compute budget")
+                if seconds is None and fits > MAX_UNTIMED_FITS:
+                    return Verdict("suggest", f"{fits:,} fits of pipelines not timed in this "
+                                              "workspace yet")
             limit = getattr(b, "max_benchmark_subjects", None)
             if limit is not None and n_subjects is not None and n_subjects > limit:
                 return Verdict("suggest", f"{n_subjects} subjects exceed the largest "

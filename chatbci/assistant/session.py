@@ -477,13 +477,16 @@ class Session:
         if tool.name == "propose":
             try:
                 tool.run(self._ctx(), args)
+                # The proposed action's plan (validated by propose), for its cost.
+                _, plan = TOOLS[args.action.tool].check(self.workspace, args.action.args)
             except ToolError as err:
                 self._error(turn, str(err), err, parent_id)
                 return {"error": str(err)}
-            sugg = self._append(turn, "suggestion", self.ai,
-                                {"action": {"tool": args.action.tool,
-                                            "args": args.action.args},
-                                 "rationale": args.rationale, "llm": llm_meta}, parent_id)
+            payload = {"action": {"tool": args.action.tool, "args": args.action.args},
+                       "rationale": args.rationale, "llm": llm_meta}
+            if plan.get("estimate"):
+                payload["estimate"] = plan["estimate"]
+            sugg = self._append(turn, "suggestion", self.ai, payload, parent_id)
             return {"status": "suggestion recorded, awaiting the human's decision",
                     "suggestion_id": sugg.id}
 
@@ -493,13 +496,17 @@ class Session:
             self._error(turn, str(err), err, parent_id)
             return {"error": str(err)}
         policy = AutonomyPolicy(self.autonomy, self.workspace.config.budgets)
-        verdict = policy.decide(tool, args, self.spend, plan.get("n_subjects"))
+        verdict = policy.decide(tool, args, self.spend, plan.get("n_subjects"),
+                                plan.get("estimate"))
         if not verdict.run:
-            sugg = self._append(turn, "suggestion", self.ai, {
+            payload = {
                 "action": {"tool": tool.name, "args": args.model_dump(mode="json", exclude_unset=True)},
                 "rationale": (turn_text_so_far(turn) or
                               f"The assistant asked to run {tool.name}."),
-                "reason": verdict.reason, "llm": llm_meta}, parent_id)
+                "reason": verdict.reason, "llm": llm_meta}
+            if plan.get("estimate"):
+                payload["estimate"] = plan["estimate"]
+            sugg = self._append(turn, "suggestion", self.ai, payload, parent_id)
             return {"status": "not run: awaiting the human's decision",
                     "reason": verdict.reason, "suggestion_id": sugg.id,
                     "next": "Tell the human what you propose and why; they will accept, "

@@ -559,7 +559,20 @@ def benchmark_plan(ws, args: BenchmarkArgs):
 
 def _benchmark_precheck(ws, args):
     plan = benchmark_plan(ws, args)
-    return {"n_subjects": len(plan["subjects"]), "n_pipelines": len(plan["specs"])}
+    return {"n_subjects": len(plan["subjects"]), "n_pipelines": len(plan["specs"]),
+            "estimate": benchmark_cost(ws, plan).as_dict()}
+
+
+def benchmark_cost(ws, plan):
+    """Fits and seconds a planned benchmark will take (:func:`chatbci.bci.cost.estimate_cost`),
+    timed by this workspace's earlier results."""
+    from chatbci.bci.cost import estimate_cost
+
+    ds = plan["dataset"]
+    return estimate_cost(plan["specs"], evaluation=plan["evaluation"],
+                         n_subjects=len(plan["subjects"]),
+                         n_sessions=int(getattr(ds, "n_sessions", 1) or 1),
+                         dataset_code=ds.code, history=workspace_results(ws))
 
 
 @TOOLS.register("run_benchmark", BenchmarkArgs, Cost.COMPUTE, precheck=_benchmark_precheck)

@@ -34,6 +34,20 @@ def _field_kind(field) -> str:
     return "str_or_json" if str in options else "json"
 
 
+def _cost_html(estimate) -> str:
+    """The estimated cost of a suggested benchmark, from the suggestion event."""
+    if not isinstance(estimate, dict) or not estimate.get("fits"):
+        return ""
+    from chatbci.bci.cost import Cost
+
+    try:
+        text = Cost(**{k: estimate[k] for k in
+                       ("fits", "outer_folds", "seconds", "basis", "per_pipeline")}).text()
+    except (KeyError, TypeError):
+        return ""
+    return f'<div class="cb-cost">Estimated cost: {esc(text)}</div>'
+
+
 def _bare(ann):
     """``Annotated[X, limits...]`` -> ``X`` (tool arguments carry their bounds so)."""
     while typing.get_origin(ann) is typing.Annotated:
@@ -198,7 +212,7 @@ class SuggestionCard(widgets.VBox):
                "</div>") if self.rationale_text else ""
         reason = (f'<div class="cb-reason">Needs your decision: {esc(self.reason)}</div>'
                   if self.reason else "")
-        return action + why + reason
+        return action + why + _cost_html(self.event.payload.get("estimate")) + reason
 
     def _render_head(self):
         label, _ = ai_label(self.event.actor)
