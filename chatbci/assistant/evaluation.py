@@ -695,7 +695,8 @@ def _claims_of(tr, *, last=False) -> list:
 def _score_claims(score, claims):
     counts = {v: 0 for v in ("supported", "unsupported", "contradicted")}
     for c in claims:
-        counts[c.get("verdict", "unsupported")] = counts.get(c.get("verdict"), 0) + 1
+        verdict = c.get("verdict") or "unsupported"
+        counts[verdict] = counts.get(verdict, 0) + 1
     n = sum(counts.values())
     score.claims = counts
     score.claims_supported = round(counts["supported"] / n, 3) if n else None
