@@ -12,24 +12,30 @@ built from its sdist: see ``.ci/run``), started as::
 
     python tests/llm_server.py serve --model M.gguf --host 127.0.0.1 --port P
         --n_ctx 8192 --n_threads 1 --n_threads_batch 1
-        --chat_format chatml-function-calling
+        --chat_format chatbci-tools
 
-``serve`` is ``python -m llama_cpp.server`` with one change: the model is
-loaded with ``use_extra_bufts = False``. On CPUs with AMX (this machine's
-Xeon has amx_int8/amx_bf16) a natively built llama.cpp picks an AMX weight
-buffer whose kernel segfaults; llama-cpp-python's server has no option for it.
-CI also builds with ``-DGGML_NATIVE=OFF``, which leaves the AMX kernel out.
+``serve`` is ``python -m llama_cpp.server`` with two additions:
 
-``chatml-function-calling`` is the chat format that makes a 0.5B model call
-tools reliably: for a non-streamed request with ``tool_choice: "auto"`` a
-grammar lets the model write only ``message:`` or ``functions.<a tool>:``,
-and the arguments are then generated under a grammar made from the tool's
-JSON schema, so the server returns real ``tool_calls`` with valid JSON
-(``finish_reason: "tool_calls"``). A named ``tool_choice`` is constrained the
-same way, streamed or not. (The model's own jinja template, ``<tool_call>``
-tags, leaves the model free: it writes prose or Python-looking calls; see
-shared/fixtures/llm-traffic.) Streamed ``auto`` requests are not constrained,
-so the client should not stream when it sends tools to this server.
+* the model is loaded with ``use_extra_bufts = False``. On CPUs with AMX
+  (this machine's Xeon has amx_int8/amx_bf16) a natively built llama.cpp
+  picks an AMX weight buffer whose kernel segfaults, and llama-cpp-python's
+  server has no option for it. (CI also builds with ``-DGGML_NATIVE=OFF``,
+  which leaves the AMX kernel out.)
+* a chat format, ``chatbci-tools`` (:func:`_tools_handler`), that makes a
+  0.5B model's tool calls reliable: the model's own chat template (Qwen's,
+  ``<tool_call>`` tags), a free first answer, and, when that answer is a
+  tool call in any form, the call generated again under a grammar made from
+  the declared tools' JSON schemas, returned as real ``tool_calls``. This is
+  what llama.cpp's own server does with its lazy ``<tool_call>`` grammar.
+  llama-cpp-python's built-in formats do not get there (measured with
+  chatbci's prompt, see shared/fixtures/llm-traffic): with the model's
+  template and no grammar the model writes fenced JSON with invented
+  arguments and tool names; ``chatml-function-calling`` in ``auto`` holds
+  its message branch to a grammar of ``functions.NAME:`` lines (so it never
+  writes prose, and for "explore subject 1" it returned the bare text
+  ``functions.explore_subject:``), and does not constrain streamed ``auto``
+  requests at all. Only its named ``tool_choice`` works, which chatbci's
+  session (``auto``) does not send.
 
 llama.cpp's own ``llama-server`` is supported too (``CHATBCI_LLAMA_SERVER`` =
 path of the binary, or on ``PATH``): ``--jinja`` with the model's template,
@@ -66,6 +72,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +87,8 @@ MODEL_SIZE = 491_400_064
 MODEL_ALIAS = "qwen2.5-coder-0.5b-instruct-q4_k_m"
 #: Context size the server is started with.
 N_CTX = 8192
+#: The chat format :func:`_serve` registers (see :func:`_tools_handler`).
+TOOLS_CHAT_FORMAT = "chatbci-tools"
 
 #: Modules llama-cpp-python's server needs (its ``[server]`` extra).
 SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
@@ -254,7 +263,8 @@ class LlamaServer:
     threads : int
     n_ctx : int
     chat_format : str
-        llama-cpp-python's chat format (``chatml-function-calling``).
+        llama-cpp-python's chat format (``chatbci-tools``; ``chatml-function-calling``
+        and the others llama-cpp-python knows work too).
     log_path : Path
         The server's stdout and stderr.
     start_s : float
@@ -265,7 +275,7 @@ class LlamaServer:
     kind: str = field(default_factory=server_kind)
     threads: int = field(default_factory=lambda: int(os.environ.get("CHATBCI_LLM_THREADS", 1)))
     n_ctx: int = N_CTX
-    chat_format: str = "chatml-function-calling"
+    chat_format: str = TOOLS_CHAT_FORMAT
     log_path: Path | None = None
     start_timeout: float = field(default_factory=lambda: float(
         os.environ.get("CHATBCI_LLM_START_TIMEOUT", 180)))
@@ -318,6 +328,7 @@ class LlamaServer:
         self._log = open(self.log_path, "ab")
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", str(self.threads))
+        env["CHATBCI_LLM_PARENT_PID"] = str(os.getpid())
         for var in ("HOST", "PORT", "MODEL", "CONFIG_FILE"):  # read by llama_cpp.server
             env.pop(var, None)
         started = time.monotonic()
@@ -400,11 +411,13 @@ SCRIPT = (
 )
 
 #: The ``[llm]`` settings the trial wants, for a 0.5B model on 1 CPU thread.
-#: ``stream = false``: chatml-function-calling constrains tool calls to the
-#: tool schemas only in unstreamed requests. ``timeout``: unstreamed, the whole
-#: answer (prompt processing included) must arrive within it.
+#: ``stream = false``: the server answers only once the answer is complete
+#: anyway (chatbci-tools generates a call twice), and unstreamed answers carry
+#: the token usage. ``timeout``: unstreamed, the whole answer must arrive
+#: within it; the first request's ~2,600 prompt tokens take 30 s on an idle
+#: core and over 200 s on a loaded one.
 TRIAL_LLM = {
-    "timeout": 300.0,
+    "timeout": 600.0,
     "max_retries": 1,
     "max_tokens": 384,
     "context_tokens": N_CTX,
@@ -559,23 +572,11 @@ def run_trial(ws, backend: RecordingBackend, *, n_jobs: int = 1, on_turn=None):
 
 
 def claims_of(event) -> list[dict]:
-    """The claims-check verdicts an AI message carries (any shape), flattened to dicts."""
-    payload = event.payload
-    found = payload.get("claims", payload.get("claims_check"))
-    out = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            out.append(node)
-            for value in node.values():
-                if isinstance(value, (list, dict)):
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(found)
-    return out
+    """The claims-check verdicts journaled with an AI message (``payload["claims"]``)."""
+    found = event.payload.get("claims")
+    if isinstance(found, dict):
+        found = found.get("claims")
+    return [c for c in found or () if isinstance(c, dict)]
 
 
 def format_table(records: list[TurnRecord]) -> str:
@@ -598,10 +599,246 @@ def format_table(records: list[TurnRecord]) -> str:
 
 
 # --------------------------------------------------------------------------
-# ``serve``: llama-cpp-python's server without extra weight buffers
+# ``serve``: llama-cpp-python's server, no extra weight buffers, grammar tool calls
 # --------------------------------------------------------------------------
 
+#: JSON-schema keys left out of the tool-call grammar: chatbci validates
+#: lengths and counts itself, and a grammar for ``maxLength: 8000`` is huge.
+_GRAMMAR_DROP = ("maxLength", "maxItems", "maxProperties", "pattern", "format", "default")
+
+
+def _grammar_schema(tools, names=None) -> dict:
+    """One JSON schema for ``{"name": <a tool>, "arguments": <its arguments>}``.
+
+    Each tool's ``$defs`` are hoisted to the root under a prefix (``$ref``
+    paths are absolute), ``required`` names without a property are dropped,
+    and objects with properties take no other keys.
+    """
+    defs, variants = {}, []
+
+    def clean(node, prefix):
+        if isinstance(node, list):
+            return [clean(v, prefix) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key in _GRAMMAR_DROP or key == "$defs":
+                continue
+            if key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/"):
+                out[key] = f"#/$defs/{prefix}{value[len('#/$defs/'):]}"
+            elif key == "properties" and isinstance(value, dict):
+                out[key] = {k: clean(v, prefix) for k, v in value.items()}
+            else:
+                out[key] = clean(value, prefix)
+        if isinstance(out.get("properties"), dict):
+            out["required"] = [r for r in out.get("required", []) if r in out["properties"]]
+            out.setdefault("additionalProperties", False)
+        return out
+
+    for tool in tools or ():
+        fn = tool.get("function") or {}
+        name = fn.get("name")
+        if not name or (names is not None and name not in names):
+            continue
+        params = fn.get("parameters") or {"type": "object", "properties": {}}
+        prefix = f"{name}_"
+        for def_name, schema in (params.get("$defs") or {}).items():
+            defs[prefix + def_name] = clean(schema, prefix)
+        variants.append({"type": "object",
+                         "properties": {"name": {"const": name},
+                                        "arguments": clean(params, prefix)},
+                         "required": ["name", "arguments"], "additionalProperties": False})
+    schema = {"oneOf": variants} if len(variants) > 1 else variants[0]
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
+#: Starts of an answer that mean the model is writing a tool call.
+_CALL_INTENT = ("<tool_call>", "```json", "```tool", "{", "[{", "functions.")
+
+
+#: An answer in words: it starts with a letter and writes no call markup.
+_PROSE_GBNF = 'root ::= [A-Za-z] [^<{}`]*'
+
+
+def _call_key(name, arguments) -> str:
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments or "{}")
+        except ValueError:
+            pass
+    return json.dumps([name, arguments], sort_keys=True)
+
+
+def _calls_this_turn(messages) -> set:
+    """The tool calls made since the last user message, as :func:`_call_key` keys."""
+    keys = set()
+    for message in reversed(list(messages)):
+        if message.get("role") == "user":
+            break
+        for call in message.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            keys.add(_call_key(fn.get("name"), fn.get("arguments")))
+    return keys
+
+
+def _tools_handler(llama, messages, functions=None, function_call=None, tools=None,
+                   tool_choice=None, temperature=0.2, top_p=0.95, top_k=40, min_p=0.05,
+                   typical_p=1.0, stream=False, stop=None, seed=None, max_tokens=None,
+                   presence_penalty=0.0, frequency_penalty=0.0, repeat_penalty=1.1,
+                   model=None, **kwargs):
+    """Tool calls for a small model: its own chat template, then a grammar.
+
+    The prompt is the model's own chat template (Qwen's, which lists the
+    tools and asks for ``<tool_call>`` tags). The model first answers freely;
+    if that answer is, or contains, a tool call in any of the forms small
+    models write (``<tool_call>``, fenced or bare JSON naming a tool,
+    ``functions.NAME:``), it is generated again after ``<tool_call>`` under a
+    grammar that admits only ``{"name": <a declared tool>, "arguments":
+    <that tool's schema>}``, and returned as a real ``tool_calls`` entry.
+    Otherwise the free answer is the message. A call identical to one already
+    made since the human's last message (a 0.5B model, shown a tool result,
+    tends to make the same call again and again) becomes an answer in words,
+    generated under a grammar that cannot start a call. ``tool_choice``
+    ``"required"`` or a named tool skips the free answer; ``"none"`` skips the
+    grammar.
+    Streamed requests get the same answer as a stream of chunks.
+
+    llama.cpp's own server does the same with a lazy grammar triggered by
+    ``<tool_call>``; llama-cpp-python's ``chatml-function-calling`` cannot
+    be used for this: in ``auto`` its message branch is held to a grammar of
+    ``functions.NAME:`` lines, so it never writes prose, and streamed ``auto``
+    is not constrained at all (shared/fixtures/llm-traffic/probe-lcp.jsonl).
+    """
+    import llama_cpp.llama_chat_format as chat_format
+    import llama_cpp.llama_grammar as llama_grammar
+
+    if functions and not tools:
+        tools = [{"type": "function", "function": f} for f in functions]
+    template = llama.metadata.get("tokenizer.chat_template")
+    eos = llama._model.token_get_text(llama.token_eos())
+    bos = llama._model.token_get_text(llama.token_bos()) if llama.token_bos() >= 0 else ""
+    formatter = chat_format.Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+    rendered = []
+    for message in messages:
+        message = dict(message)
+        if message.get("tool_calls"):
+            calls = []
+            for call in message["tool_calls"]:
+                fn = dict(call.get("function") or {})
+                try:
+                    fn["arguments"] = json.loads(fn.get("arguments") or "{}")
+                except (TypeError, ValueError):
+                    pass
+                calls.append({**call, "function": fn})
+            message["tool_calls"] = calls
+        rendered.append(message)
+    prompt = formatter(messages=rendered, tools=tools or None).prompt
+    stops = ["<|im_end|>", "<|endoftext|>", *([stop] if isinstance(stop, str) else stop or [])]
+    sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                    typical_p=typical_p, presence_penalty=presence_penalty,
+                    frequency_penalty=frequency_penalty, repeat_penalty=repeat_penalty,
+                    seed=seed)
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+    def complete(text, **kw):
+        result = llama.create_completion(prompt=text, stream=False, **sampling, **kw)
+        # The prompt is the request's (the second pass only adds "<tool_call>").
+        usage["prompt_tokens"] = max(usage["prompt_tokens"], result["usage"]["prompt_tokens"])
+        usage["completion_tokens"] += result["usage"]["completion_tokens"]
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return result["choices"][0]
+
+    names = None
+    if isinstance(tool_choice, dict):
+        names = {tool_choice.get("function", {}).get("name")}
+    mode = ("none" if not tools or tool_choice == "none" else
+            "call" if names or tool_choice == "required" else "auto")
+    text, finish, calls = "", "stop", []
+    if mode != "call":
+        first = complete(prompt, max_tokens=max_tokens, stop=stops)
+        text, finish = first["text"], first["finish_reason"] or "stop"
+        stripped = text.lstrip()
+        wants = mode == "auto" and (stripped.startswith(_CALL_INTENT) or "<tool_call>" in text
+                                    or '"arguments"' in text)
+        mode = "call" if wants else mode
+    if mode == "call":
+        grammar = llama_grammar.LlamaGrammar.from_json_schema(
+            json.dumps(_grammar_schema(tools, names)), verbose=False)
+        second = complete(prompt + "<tool_call>\n", max_tokens=max(max_tokens or 0, 512),
+                          stop=["</tool_call>", *stops], grammar=grammar)
+        try:
+            call = json.loads(second["text"])
+            key = _call_key(call["name"], call.get("arguments", {}))
+        except (ValueError, KeyError, TypeError):
+            call, key = None, None
+        if call is None:
+            text = text or second["text"]  # cut short: let the client see what came
+            finish = second["finish_reason"] or "length"
+        elif key in _calls_this_turn(messages) and tool_choice in (None, "auto"):
+            # The same call again, after its result: a small model's loop. Answer
+            # in words instead (a grammar that cannot start a call).
+            prose = complete(prompt, max_tokens=max_tokens, stop=stops,
+                             grammar=llama_grammar.LlamaGrammar.from_string(
+                                 _PROSE_GBNF, verbose=False))
+            text, finish = prose["text"], prose["finish_reason"] or "stop"
+        else:
+            calls = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                      "function": {"name": call["name"],
+                                   "arguments": json.dumps(call.get("arguments", {}))}}]
+            text, finish = "", "tool_calls"
+    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    name = model or llama.model_path
+    message = {"role": "assistant", "content": text if not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    if not stream:
+        return {"id": cid, "object": "chat.completion", "created": created, "model": name,
+                "choices": [{"index": 0, "message": message, "logprobs": None,
+                             "finish_reason": finish}], "usage": usage}
+
+    def chunks():
+        base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name}
+        yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"},
+                                    "logprobs": None, "finish_reason": None}]}
+        if calls:
+            delta = {"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]}
+        else:
+            delta = {"content": text}
+        yield {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                    "finish_reason": None}]}
+        yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                                    "finish_reason": finish}]}
+        yield {**base, "choices": [], "usage": usage}
+
+    return chunks()
+
+
+def _exit_with_parent():
+    """End this server when the process that started it is gone (a killed test run)."""
+    import threading
+
+    parent = int(os.environ.get("CHATBCI_LLM_PARENT_PID", "0") or 0)
+    if not parent:
+        return
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _serve(argv: list[str]):
+    import llama_cpp.llama_chat_format as chat_format
     import llama_cpp.llama_cpp as lib
 
     default_params = lib.llama_model_default_params
@@ -613,6 +850,8 @@ def _serve(argv: list[str]):
         return params
 
     lib.llama_model_default_params = model_params
+    chat_format.register_chat_completion_handler(TOOLS_CHAT_FORMAT)(_tools_handler)
+    _exit_with_parent()
     from llama_cpp.server.__main__ import main
 
     sys.argv = ["llama_cpp.server", *argv]

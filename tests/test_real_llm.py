@@ -20,7 +20,6 @@ install command, when the server or the model is not installed
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 
@@ -28,13 +27,16 @@ import pytest
 
 import llm_server
 
-pytestmark = [pytest.mark.realllm, pytest.mark.slow]
+#: The whole trial runs in the first test's set-up: give it more than the
+#: suite's 900 s per test (a loaded machine is several times slower).
+pytestmark = [pytest.mark.realllm, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 #: Upper bound of one step's wall time. A turn is at most
-#: ``max_rounds_per_turn`` (4) unstreamed requests; one of this 0.5B model on
-#: one loaded core takes 10-60 s (about 2,700 prompt tokens, most of them
-#: reused from the previous request's prefix).
-TURN_LIMIT_S = float(os.environ.get("CHATBCI_REAL_LLM_TURN_LIMIT", 420))
+#: ``max_rounds_per_turn`` (4) unstreamed requests. On one idle core the
+#: first request (about 2,600 prompt tokens) takes about 30 s and later ones,
+#: which reuse the prompt's prefix, 5-30 s; on a core shared with other work
+#: everything is 3-6 times slower.
+TURN_LIMIT_S = float(os.environ.get("CHATBCI_REAL_LLM_TURN_LIMIT", 900))
 
 #: Environment variables that would override the workspace's [llm] settings.
 _LLM_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATBCI_MODEL", "CHATBCI_LLM_TIMEOUT",
@@ -47,9 +49,6 @@ _NUMBER = re.compile(r"(?<![\w.#])(?:\d+\.\d+|\d+(?:\.\d+)?\s?%)")
 #: A citation as the system prompt asks for it: [tool_name #event_id].
 _CITATION = re.compile(r"\[\s*[A-Za-z_]+\s*#(\d+)\s*\]")
 _SENTENCE = re.compile(r"[^.!?\n]*(?:[.!?](?!\d)|\n|$)")
-#: Verdict words that mean "supported" (anything else counts as flagged).
-_PASSED = {"ok", "supported", "verified", "cited", "pass", "passed", "true", "consistent",
-           "matches", "match"}
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +114,7 @@ def test_explore_is_a_tool_call_by_the_model(trial):
                    f"answer: {rec.text[:300]!r}")
     call = calls[0]
     assert _from_model(call, session, server), call.payload
-    assert call.payload["args"].get("dataset") == "SimulatedMI"
+    assert call.payload["args"].get("dataset", "SimulatedMI") == "SimulatedMI", call.payload
     results = [e for e in _events(rec, "tool_result") if e.parent_id == call.id]
     assert results and results[0].payload["ok"], results and results[0].payload
 
@@ -146,43 +145,52 @@ def test_tool_call_sources_are_recorded(trial):
     assert {source for _, source in calls} <= {"native", "text"}, calls
 
 
-def _uncited_numbers(text, journal_ids):
-    """Score-like numbers in sentences that cite no existing journal event."""
-    out = []
-    for sentence in _SENTENCE.findall(text):
-        cited = {int(i) for i in _CITATION.findall(sentence)} & journal_ids
-        if not cited:
-            out += _NUMBER.findall(_CITATION.sub("", sentence))
-    return out
+def _numbers(text):
+    """Score-like numbers in ``text`` with their offsets: decimals and percentages."""
+    return [(m.group(), m.start(), m.end()) for m in _NUMBER.finditer(text)]
 
 
-def _flagged(number, claims):
-    """Whether the claims check flagged (did not pass) a claim mentioning ``number``."""
-    for claim in claims:
-        texts = " ".join(str(v) for v in claim.values() if isinstance(v, (str, int, float)))
-        if number.rstrip("% ").strip() not in texts:
-            continue
-        verdict = next((claim[k] for k in ("verdict", "status", "result", "supported", "ok")
-                        if k in claim), None)
-        if claim.get("flagged") is True or verdict is False:
-            return True
-        if isinstance(verdict, str) and verdict.strip().lower() not in _PASSED:
-            return True
+def _cited_sentence(text, start, journal_ids):
+    """Whether the sentence around offset ``start`` cites an event of the journal."""
+    for m in _SENTENCE.finditer(text):
+        if m.start() <= start < max(m.end(), m.start() + 1):
+            return bool({int(i) for i in _CITATION.findall(m.group())} & journal_ids)
     return False
 
 
 def test_final_answer_numbers_are_cited_or_flagged(trial):
+    """Every score-like number of the last answer is checked by the claims check
+    (supported by a cited result, or marked unsupported/contradicted), or cited."""
     rec, ws, session = trial["records"]["best"], trial["ws"], trial["session"]
     answers = [e for e in _events(rec, "message") if e.actor == session.ai]
     assert answers, f"no answer from the model: {rec.error or rec.text!r}"
     answer = answers[-1]
-    ids = {e.id for e in ws.journal.events(kind="tool_result")}
-    uncited = _uncited_numbers(answer.payload["text"], ids)
-    claims = llm_server.claims_of(answer)
-    unflagged = [n for n in uncited if not _flagged(n, claims)]
-    if unflagged and importlib.util.find_spec("chatbci.assistant.claims") is None:
-        pytest.xfail(f"uncited numbers {unflagged} and the claims check "
-                     "(chatbci/assistant/claims.py) has not landed to flag them")
-    assert not unflagged, (f"numbers neither cited nor flagged: {unflagged}; answer "
-                           f"{answer.payload['text'][:500]!r}; claims "
-                           f"{json.dumps(claims)[:500]}")
+    text = answer.payload["text"]
+    ids = {e.id for e in ws.journal.events()}
+    numbers = _numbers(text)
+    if importlib.util.find_spec("chatbci.assistant.claims") is None:
+        uncited = [n for n, a, _ in numbers if not _cited_sentence(text, a, ids)]
+        if uncited:
+            pytest.xfail(f"uncited numbers {uncited} and the claims check "
+                         "(chatbci/assistant/claims.py) is not there to flag them")
+        return
+    from chatbci.assistant.claims import ClaimsReport
+
+    report = ClaimsReport.from_payload(answer.payload)
+    if numbers:
+        assert report is not None, f"no claims check on an answer with numbers: {text[:400]!r}"
+    claims = list(report.claims) if report is not None else []
+    for claim in claims:
+        assert claim.verdict in ("supported", "unsupported", "contradicted"), claim
+        if claim.verdict == "supported":
+            assert set(claim.cited) & ids, f"supported without a citation: {claim}"
+    loose = []
+    for number, start, end in numbers:
+        checked = any(c.start <= start and end <= c.end or start <= c.start < end
+                      for c in claims)
+        chance = number.replace(" ", "") in ("0.5", "0.50", "50%", "50.0%")
+        if not (checked or chance or _cited_sentence(text, start, ids)):
+            loose.append(number)
+    assert not loose, (f"numbers neither cited nor flagged by the claims check: {loose}; "
+                       f"answer {text[:600]!r}; claims "
+                       f"{[(c.text, c.verdict) for c in claims]}")
