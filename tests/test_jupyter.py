@@ -187,8 +187,8 @@ def test_stop_ends_a_running_benchmark(study, panels):
     assert panel.wait_idle(WAIT)
 
     errors = panel.workspace.journal.events(kind="error")
-    assert errors and "Stopped" in errors[-1].payload["message"]
-    assert any("Stopped" in e.message for e in panel.errors)
+    assert errors and "stopped" in errors[-1].payload["message"].lower()
+    assert any("stopped" in e.message.lower() for e in panel.errors)
     assert panel.progress.value < panel.progress.max
     assert panel.progress.bar_style == "warning" and "stopped" in panel.progress_label.value
     result = panel.workspace.journal.events(kind="tool_result")[-1]

@@ -257,4 +257,4 @@ def test_panel_in_jupyterlab_with_chromium(tmp_path):
         assert decisions[0].actor == "human:ada"
         assert decisions[0].payload["rationale"] == "three canonical families first"
         assert len(ws.journal.events(kind="run")) == 1  # the stopped one has no run
-        assert "Stopped" in ws.journal.events(kind="error")[-1].payload["message"]
+        assert "stopped" in ws.journal.events(kind="error")[-1].payload["message"].lower()
