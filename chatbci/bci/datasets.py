@@ -29,15 +29,19 @@ from moabb.datasets.base import BaseDataset, get_summary_table
 from .simulated import SimulatedMI
 
 __all__ = [
+    "DataDamagedError",
     "DataNotAvailableError",
     "SimulatedMI",
     "catalog",
     "catch_missing_data",
     "check_data_available",
+    "check_edf_file",
     "dataset_info",
+    "expected_trials",
     "get_dataset",
     "load_epochs_array",
     "prepare_dataset",
+    "trial_count_warning",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +60,9 @@ CATALOG_COLUMNS = (
     "doi",
     "reference",
 )
+
+# Every EEGMMIDB task run (imagery or execution) holds 15 cued trials.
+_PHYSIONET_TRIALS_PER_RUN = 15
 
 # Where MNE's EEGBCI fetcher (used by MOABB's PhysionetMI) keeps the files,
 # relative to MNE_DATA (or MNE_DATASETS_EEGBCI_PATH).
@@ -80,6 +87,15 @@ class DataNotAvailableError(RuntimeError):
 
     The message names the dataset, the subject, where the files are expected
     on disk, and how to make them available.
+    """
+
+
+class DataDamagedError(DataNotAvailableError):
+    """A data file is on disk but unusable (empty, truncated, bad header).
+
+    The message names the file, what is wrong with it, and how to replace it.
+    A subclass of :class:`DataNotAvailableError`: for the caller, the data
+    are not available either way.
     """
 
 
@@ -374,15 +390,17 @@ def prepare_dataset(dataset, paradigm):
 
 
 def check_data_available(dataset, subjects, download=None):
-    """Raise :class:`DataNotAvailableError` early if files are known missing.
+    """Raise early if a subject's files are known missing or damaged.
 
     A cheap on-disk check, without network: for
     :class:`~moabb.datasets.PhysionetMI` every needed EDF file is looked up
     where MNE/MOABB store them,
     ``$MNE_DATA/MNE-eegbci-data/files/eegmmidb/1.0.0/S{subject:03d}/
-    S{subject:03d}R{run:02d}.edf``. :class:`SimulatedMI` is always
-    available; other datasets are not pre-checked (see
-    :func:`catch_missing_data`).
+    S{subject:03d}R{run:02d}.edf``, and the header of each file on disk is
+    checked against its size (:func:`check_edf_file`), so an empty or
+    truncated file is named instead of being read silently short.
+    :class:`SimulatedMI` is always available; other datasets are not
+    pre-checked (see :func:`catch_missing_data`). Nothing is created on disk.
 
     Parameters
     ----------
@@ -393,11 +411,12 @@ def check_data_available(dataset, subjects, download=None):
         Subjects to check; each must belong to the dataset.
     download : bool | None
         Whether missing files may be downloaded by MOABB. ``None`` (default)
-        checks the disk only when a data folder is configured (``MNE_DATA``
-        or ``MNE_DATASETS_EEGBCI_PATH``): a folder the user manages holds the
-        data, so a missing file is an error rather than a download. ``True``
-        skips the check, leaving MOABB to download missing files; ``False``
-        always checks, so the network is never needed.
+        treats a missing file as an error when a data folder is configured
+        (``MNE_DATA`` or ``MNE_DATASETS_EEGBCI_PATH``): a folder the user
+        manages holds the data, so a missing file is an error rather than a
+        download. ``True`` leaves MOABB to download missing files; ``False``
+        never lets the network be needed. Files on disk are checked for
+        damage in every case.
 
     Raises
     ------
@@ -405,6 +424,8 @@ def check_data_available(dataset, subjects, download=None):
         If a subject does not belong to the dataset.
     DataNotAvailableError
         If a needed file is missing and ``download`` does not allow fetching.
+    DataDamagedError
+        If a needed file is on disk but empty, truncated or not EDF.
     """
     for subject in subjects:
         if subject not in dataset.subject_list:
@@ -414,17 +435,16 @@ def check_data_available(dataset, subjects, download=None):
             )
     if not isinstance(dataset, PhysionetMI):
         return
-    root = _eegbci_root()
-    if download or (download is None and root is None):
-        return
-    root = root or _default_data_root()
+    configured = _eegbci_root()
+    root = configured or _default_data_root()
+    may_download = download or (download is None and configured is None)
     for subject in subjects:
-        expected = [
-            root / _EEGBCI_DIR / f"S{subject:03d}" / f"S{subject:03d}R{run:02d}.edf"
-            for run in sorted(dataset.hand_runs + dataset.feet_runs)
-        ]
+        expected = physionet_files(dataset, subject, root)
         missing = [path for path in expected if not path.is_file()]
-        if missing:
+        for path in expected:
+            if path.is_file():
+                check_edf_file(path, dataset=dataset, subject=subject)
+        if missing and not may_download:
             raise DataNotAvailableError(
                 f"{_dataset_label(dataset)} data for subject {subject} are not "
                 f"on disk: {len(missing)} of {len(expected)} files missing, "
@@ -434,6 +454,191 @@ def check_data_available(dataset, subjects, download=None):
                 f"to the internet and load with download=True so MOABB "
                 f"downloads the files there."
             )
+
+
+def physionet_files(dataset, subject, root=None):
+    """The EDF files MOABB reads for one PhysionetMI subject, as configured.
+
+    Parameters
+    ----------
+    dataset : moabb.datasets.PhysionetMI
+        The dataset; its ``hand_runs`` and ``feet_runs`` decide the runs.
+    subject : int
+        The subject.
+    root : path-like | None
+        The data folder (``MNE_DATA``); the configured one when None.
+
+    Returns
+    -------
+    paths : list of pathlib.Path
+        One path per run, whether or not the file exists.
+    """
+    root = Path(root) if root is not None else (_eegbci_root() or _default_data_root())
+    return [
+        root / _EEGBCI_DIR / f"S{subject:03d}" / f"S{subject:03d}R{run:02d}.edf"
+        for run in sorted(dataset.hand_runs + dataset.feet_runs)
+    ]
+
+
+def check_edf_file(path, *, dataset=None, subject=None):
+    """Check that an EDF/BDF file is complete, from its header, cheaply.
+
+    Reads only the header (256 bytes plus 256 per signal) and compares the
+    size it implies, ``header bytes + records x bytes per record``, with the
+    file's size: MNE reads a truncated file without complaint (the missing
+    records, and the trials in them, are silently dropped) and an empty one
+    fails with "Bad EDF file provided." without naming it.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.edf`` (16-bit samples) or ``.bdf`` (24-bit) file.
+    dataset : moabb.datasets.base.BaseDataset | None
+        For the message only.
+    subject : int | None
+        For the message only.
+
+    Raises
+    ------
+    DataDamagedError
+        Naming the file and what is wrong: empty, shorter than its header,
+        an unreadable header field, or truncated ("header says N records of
+        B bytes, the file holds M"). Extra bytes after the last record are
+        tolerated (readers ignore them).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    who = ""
+    if dataset is not None:
+        who = f"{_dataset_label(dataset)}" + (f" subject {subject}" if subject else "") + ": "
+    fix = (
+        f"To fix: delete {path.name} and let MOABB download it again (load with "
+        f"download=True, online), or copy an intact copy to {path}."
+    )
+
+    def damaged(problem):
+        return DataDamagedError(f"{who}data file {path} is damaged: {problem}.\n{fix}")
+
+    if size == 0:
+        raise damaged("it is empty (0 bytes)")
+    with open(path, "rb") as fh:
+        head = fh.read(256)
+        if len(head) < 256:
+            raise damaged(f"it holds {size} bytes, less than the 256-byte EDF header")
+        try:
+            header_bytes = int(head[184:192].decode("ascii").strip())
+            n_records = int(head[236:244].decode("ascii").strip())
+            n_signals = int(head[252:256].decode("ascii").strip())
+        except ValueError:
+            raise damaged("its header is not an EDF header (unreadable sizes)") from None
+        if n_signals < 1 or header_bytes != 256 * (n_signals + 1):
+            raise damaged(
+                f"its header announces {n_signals} signals and {header_bytes} header "
+                "bytes, which do not agree"
+            )
+        if size < header_bytes:
+            raise damaged(
+                f"it holds {size} bytes, less than its own {header_bytes}-byte header"
+            )
+        # "nr of samples in each data record": the 8th per-signal field, after
+        # 216 bytes of per-signal fields (label, transducer, ...) per signal.
+        fh.seek(256 + 216 * n_signals)
+        field = fh.read(8 * n_signals)
+    try:
+        samples = [int(field[8 * i:8 * i + 8].decode("ascii").strip())
+                   for i in range(n_signals)]
+    except ValueError:
+        raise damaged("its header's samples-per-record fields are unreadable") from None
+    bytes_per_sample = 3 if head[:1] == b"\xff" else 2  # BDF: 24-bit samples
+    record_bytes = sum(samples) * bytes_per_sample
+    if record_bytes <= 0:
+        raise damaged("its header announces empty data records")
+    held = (size - header_bytes) // record_bytes
+    if n_records == -1:  # allowed while recording: the size decides
+        if (size - header_bytes) % record_bytes:
+            raise damaged(
+                f"its last data record is incomplete ({(size - header_bytes) % record_bytes}"
+                f" of {record_bytes} bytes)"
+            )
+        return
+    if held < n_records:
+        raise damaged(
+            f"it is truncated: the header says {n_records} data records of "
+            f"{record_bytes} bytes ({header_bytes + n_records * record_bytes} bytes in "
+            f"all), the file holds {size} bytes, {held} complete records"
+        )
+
+
+def expected_trials(dataset, paradigm):
+    """How many trials one subject should yield under ``paradigm``.
+
+    Parameters
+    ----------
+    dataset : moabb.datasets.base.BaseDataset
+        The dataset, as it will be loaded (see :func:`prepare_dataset`).
+    paradigm : moabb.paradigms.base.BaseParadigm
+        The paradigm.
+
+    Returns
+    -------
+    expected : tuple of (int, bool, str) | None
+        ``(count, exact, source)``: the count, whether it is exact (every
+        subject has exactly that many: :class:`SimulatedMI`, PhysioNet's 15
+        trials per run) or the approximate figure MOABB reports, and where it
+        comes from, for messages. None when unknown.
+    """
+    used = set(copy.deepcopy(paradigm).used_events(dataset))
+    if isinstance(dataset, PhysionetMI):
+        if "rest" in used:  # rest periods are not cued trials: no fixed count
+            return None
+        runs = (len(dataset.hand_runs) if used & {"left_hand", "right_hand"} else 0) + (
+            len(dataset.feet_runs) if used & {"hands", "feet"} else 0)
+        return (runs * _PHYSIONET_TRIALS_PER_RUN, True,
+                f"{runs} runs x {_PHYSIONET_TRIALS_PER_RUN} trials")
+    if isinstance(dataset, SimulatedMI):
+        per_class = dataset.n_trials * dataset.n_runs * dataset.n_sessions
+        return (per_class * len(used), True,
+                f"{len(used)} classes x {per_class} trials")
+    try:
+        per_class = dataset_info(dataset).get("n_trials_per_class")
+    except Exception:  # a custom dataset without metadata: unknown
+        return None
+    if not per_class:
+        return None
+    return (int(per_class) * len(used), False,
+            f"MOABB's summary: about {per_class} trials per class x {len(used)} classes")
+
+
+def trial_count_warning(dataset, paradigm, subject, n_trials):
+    """A warning when a subject yields fewer trials than expected, else None.
+
+    Parameters
+    ----------
+    dataset, paradigm
+        As loaded (see :func:`expected_trials`).
+    subject : int
+        The subject, for the message.
+    n_trials : int
+        Trials the subject yielded.
+
+    Returns
+    -------
+    warning : str | None
+        One sentence naming the dataset, subject, counts and a likely cause.
+        For approximate expectations only a shortfall of more than 10 %
+        warns.
+    """
+    expected = expected_trials(dataset, paradigm)
+    if expected is None:
+        return None
+    count, exact, source = expected
+    if n_trials >= (count if exact else 0.9 * count):
+        return None
+    return (
+        f"{_dataset_label(dataset)} subject {subject} yielded {n_trials} trials, "
+        f"fewer than the {count} expected ({source}): a data file may be truncated "
+        "or runs missing; its scores rest on less data."
+    )
 
 
 @contextlib.contextmanager
@@ -457,9 +662,11 @@ def catch_missing_data(dataset, subjects):
     >>> with catch_missing_data(dataset, [1]):  # doctest: +SKIP
     ...     X, y, meta = paradigm.get_data(dataset, subjects=[1])
     """
+    created = _absent_subject_dirs(dataset, subjects)
     try:
         yield
     except _MISSING_DATA_ERRORS as err:
+        _remove_if_empty(created)
         which = "subject" if len(subjects) == 1 else "subjects"
         root = _eegbci_root() if isinstance(dataset, PhysionetMI) else None
         root = root or _data_root() or _default_data_root()
@@ -470,6 +677,24 @@ def catch_missing_data(dataset, subjects):
             f"To fix: set MNE_DATA to a folder holding the files in MOABB's "
             f"layout, or connect to the internet so MOABB downloads them."
         ) from err
+
+
+def _absent_subject_dirs(dataset, subjects):
+    """PhysionetMI subject folders not on disk yet (a failed fetch may create them)."""
+    if not isinstance(dataset, PhysionetMI):
+        return []
+    root = (_eegbci_root() or _default_data_root()) / _EEGBCI_DIR
+    # The fetcher creates the whole chain, so remember absent parents too.
+    chain = [root, *root.parents][: len(_EEGBCI_DIR.parts)]
+    dirs = [root / f"S{s:03d}" for s in subjects]
+    return [d for d in dirs + chain if not d.exists()]
+
+
+def _remove_if_empty(dirs):
+    # Children before parents, so an emptied parent can go too.
+    for folder in sorted(dirs, key=lambda d: len(d.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            folder.rmdir()
 
 
 def load_epochs_array(dataset, paradigm, subject, download=None):

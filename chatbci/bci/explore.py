@@ -349,7 +349,16 @@ def load_subject_epochs(
     -------
     epochs : mne.Epochs
         EEG-only epochs (with the dataset's montage, if it has one), with
-        ``event_id`` restricted to ``classes``.
+        ``event_id`` restricted to ``classes``. A warning is emitted when the
+        subject yields fewer trials than the dataset should have
+        (:func:`chatbci.bci.datasets.trial_count_warning`).
+
+    Raises
+    ------
+    chatbci.bci.datasets.DataNotAvailableError
+        If the subject's files are not on disk and cannot be downloaded
+        (nothing is created on disk), or are damaged
+        (:class:`~chatbci.bci.datasets.DataDamagedError`, naming the file).
     """
     classes = [classes] if isinstance(classes, str) else list(classes)
     if len(classes) == 0:
@@ -369,7 +378,13 @@ def load_subject_epochs(
         raise ValueError(f"tmin ({tmin:g} s) must be smaller than tmax ({tmax:g} s)")
 
     dataset = _prepare_dataset(dataset, classes)
-    data = dataset.get_data(subjects=[subject])[subject]
+    # Files missing or damaged: one clear error naming them, before MOABB
+    # tries (and fails) to download and leaves empty folders behind.
+    from chatbci.bci.datasets import catch_missing_data, check_data_available
+
+    check_data_available(dataset, [subject])
+    with catch_missing_data(dataset, [subject]):
+        data = dataset.get_data(subjects=[subject])[subject]
 
     all_epochs = []
     for session, runs in data.items():
@@ -412,6 +427,15 @@ def load_subject_epochs(
     )
     counts = {c: len(epochs[c]) for c in classes}
     logger.info(f"Subject {subject}: {counts} epochs")
+    from moabb.paradigms import MotorImagery
+
+    from chatbci.bci.datasets import trial_count_warning
+
+    short = trial_count_warning(
+        dataset, MotorImagery(events=list(classes), n_classes=len(classes)), subject,
+        len(epochs))
+    if short:
+        warn(short)
     return epochs
 
 
