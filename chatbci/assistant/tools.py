@@ -579,19 +579,32 @@ def benchmark_cost(ws, plan):
 def run_benchmark_tool(ctx, args):
     """Benchmark pipelines on a dataset's subjects with a MOABB evaluation (same
     scores as MOABB, cached). Returns mean ± sd per pipeline."""
-    from chatbci.bci.benchmark import run_benchmark
+    from chatbci.bci.benchmark import BenchmarkStopped, pairs_text, run_benchmark
     from chatbci.bci.statistics import summary_table
 
     ws = ctx.workspace
     plan = benchmark_plan(ws, args)
     if ctx.stop.is_set():
-        raise StopRequested("run_benchmark: stopped before it started.")
-    results = run_benchmark(
-        plan["specs"], dataset=plan["dataset"], subjects=plan["subjects"],
-        evaluation=plan["evaluation"], random_state=plan["random_state"],
-        cache_dir=ws.path_for("results", "cache"), n_jobs=ctx.n_jobs, progress=False,
-        on_progress=ctx.progress, should_stop=ctx.stop.is_set,
-    )
+        raise StopRequested("run_benchmark: stopped by the human before it started; "
+                            "nothing was computed.")
+    try:
+        results = run_benchmark(
+            plan["specs"], dataset=plan["dataset"], subjects=plan["subjects"],
+            evaluation=plan["evaluation"], random_state=plan["random_state"],
+            cache_dir=ws.path_for("results", "cache"), n_jobs=ctx.n_jobs, progress=False,
+            on_progress=ctx.progress, stop=ctx.stop,
+        )
+    except BenchmarkStopped as err:
+        # The journal records this message: say who stopped it and what was kept.
+        how = ("interrupted by the human (KeyboardInterrupt)" if err.reason == "interrupted"
+               else "stopped by the human")
+        raise StopRequested(
+            f"run_benchmark: {how}; work ended {err.seconds:.1f} s after the request. "
+            f"Kept (cached, a re-run resumes): {err.kept_text}. Not computed: "
+            f"{pairs_text(err.missing) or 'none'}."
+            + (f" Already cached before: {len(err.from_cache)} results." if err.from_cache
+               else "")
+        ) from err
     config = {"dataset": plan["dataset"].code, "subjects": plan["subjects"],
               "evaluation": plan["evaluation"], "random_state": plan["random_state"],
               "pipelines": {s.name: s.digest() for s in plan["specs"]}}
@@ -612,6 +625,8 @@ def run_benchmark_tool(ctx, args):
                else "accuracy",
                "best": table.iloc[0]["pipeline"], "config_hash": config_hash[:16],
                "from_cache": info.get("n_cached", 0), "computed": info.get("n_computed", 0)}
+    if info.get("warnings"):  # e.g. a subject with fewer trials than its dataset has
+        summary["warnings"] = info["warnings"]
     run = {"config_hash": config_hash, "config": config, "scores": scores,
            "results_path": (runs / f"{config_hash[:16]}.csv").relative_to(ws.path).as_posix(),
            # What a methods section needs, so exports read the journal only.

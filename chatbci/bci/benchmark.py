@@ -11,30 +11,43 @@ the scores), while doing each piece of work once:
 - stateless steps (per-epoch covariance estimation) run once per subject, not
   once per pipeline and fold; identical fitted prefixes (e.g. the tangent
   space of TS+LR and TS+SVM) are fitted once per fold (see ``_sharing``);
-- subjects run in parallel through :mod:`joblib`, one subject per worker, so
-  memory stays bounded by ``n_jobs`` subjects; a user who outgrows one
-  machine sets ``joblib.parallel_config(backend="dask")`` and the same call
-  spreads over a cluster;
+- work runs in parallel worker processes, in units small enough that
+  finished results come back while slow ones run (per subject: the quick
+  pipelines together, each grid search on its own, split over its outer
+  folds), so memory stays bounded by ``n_jobs`` subjects; a user who
+  outgrows one machine sets ``joblib.parallel_config(backend="dask")`` and
+  the same call spreads over a cluster;
+- a stop (a ``threading.Event``, or Ctrl-C / Kernel->Interrupt) ends the
+  work within about a second, killing worker processes mid-fit if need be,
+  and says which results were kept;
 - BLAS runs single-threaded inside each task (threadpoolctl): on the small
   matrices of EEG decoding, BLAS threads only spin and slow things down;
 - every (subject, pipeline) result is written to the cache directory as soon
-  as it is computed, keyed by everything that changes a score, so a re-run is
+  as it is complete, keyed by everything that changes a score, so a re-run is
   served from the cache, a changed pipeline recomputes only itself, and a run
   killed half-way resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, wait
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from time import perf_counter
 
+import joblib
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
@@ -45,7 +58,13 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import _sharing
-from .datasets import get_dataset, load_epochs_array
+from .datasets import (
+    check_data_available,
+    get_dataset,
+    load_epochs_array,
+    prepare_dataset,
+    trial_count_warning,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +96,65 @@ class BenchmarkError(ValueError):
 
 
 class BenchmarkStopped(RuntimeError):
-    """The caller asked to stop; what finished before is in the cache."""
+    """A benchmark ended early on request: Stop, or Ctrl-C / Kernel->Interrupt.
+
+    Running work is ended within about a second (worker processes are
+    killed; nothing waits for a fit to finish). Every (subject, pipeline)
+    result that was complete before the stop is kept: written to the cache
+    (when there is one), so running the same benchmark again resumes.
+
+    Attributes
+    ----------
+    kept : list of (int, str)
+        ``(subject, pipeline)`` results computed by this run before it
+        stopped (in the cache when ``cached``).
+    from_cache : list of (int, str)
+        Results this run found in the cache.
+    missing : list of (int, str)
+        Results not computed.
+    results : pandas.DataFrame | None
+        Every available result (from the cache and kept), MOABB's columns.
+    reason : str
+        ``"stop requested"`` or ``"interrupted"`` (KeyboardInterrupt).
+    cached : bool
+        Whether kept results were written to a cache directory.
+    seconds : float | None
+        From the stop request until all work had ended.
+    """
+
+    def __init__(self, message, *, kept=(), from_cache=(), missing=(), results=None,
+                 reason="stop requested", cached=True, seconds=None):
+        super().__init__(message)
+        self.kept = list(kept)
+        self.from_cache = list(from_cache)
+        self.missing = list(missing)
+        self.results = results
+        self.reason = reason
+        self.cached = cached
+        self.seconds = seconds
+
+    @property
+    def kept_text(self) -> str:
+        """What was kept, compactly: ``"CSP+LDA: subjects 1-10; MDM: subject 3"``."""
+        return pairs_text(self.kept) or "nothing"
+
+
+def pairs_text(pairs) -> str:
+    """``[(1, "A"), (2, "A"), (3, "B")]`` -> ``"A: subjects 1-2; B: subject 3"``."""
+    by_pipeline: dict[str, list[int]] = {}
+    for subject, pipeline in pairs:
+        by_pipeline.setdefault(pipeline, []).append(int(subject))
+    parts = []
+    for pipeline, subjects in by_pipeline.items():
+        subjects = sorted(set(subjects))
+        ranges, start = [], subjects[0]
+        for prev, cur in zip(subjects, subjects[1:] + [None]):
+            if cur is None or cur != prev + 1:
+                ranges.append(str(start) if start == prev else f"{start}-{prev}")
+                start = cur
+        word = "subject" if len(subjects) == 1 else "subjects"
+        parts.append(f"{pipeline}: {word} {','.join(ranges)}")
+    return "; ".join(parts)
 
 
 # ----------------------------------------------------------------------------
@@ -414,15 +491,18 @@ def _plan(X, entries):
     return plans
 
 
-def _score_folds(plans, y, metadata, folds, scoring, random_state, score_per_session):
+def _score_folds(plans, y, metadata, folds, scoring, random_state, score_per_session,
+                 check=None):
     """Score all planned pipelines on the given folds.
 
-    Returns per-fold records: (fold index, pipeline name, test session, score,
-    fit seconds, n_train, n_test, n_classes).
+    ``folds`` holds ``(fold index, (train, test))``; ``check``, when given,
+    is called before each fit and stops the work (:class:`_Stop`) when it
+    returns True. Returns per-fold records: (fold index, pipeline name, test
+    session, score, fit seconds, n_train, n_test, n_classes).
     """
     sessions = metadata["session"].to_numpy()
     records = []
-    for fold, (train, test) in enumerate(folds):
+    for fold, (train, test) in folds:
         # MOABB fits the label encoder on the training labels of each fold.
         le = LabelEncoder().fit(y[train])
         y_train, y_test = le.transform(y[train]), le.transform(y[test])
@@ -433,6 +513,8 @@ def _score_folds(plans, y, metadata, folds, scoring, random_state, score_per_ses
             groups = [(sessions[test][0], test, y_test)]
         runners = {}
         for name, (head_key, tail, Xh, grid) in plans.items():
+            if check is not None and check():
+                raise _Stop("stop requested")
             runner = runners.get(head_key)
             if runner is None:
                 runner = runners[head_key] = _sharing.FoldRunner(
@@ -481,92 +563,326 @@ def _quiet_worker(log_level):
     mne.set_log_level(log_level)
 
 
-def _subject_task(dataset, subject, groups, evaluation, random_state, blas_threads,
-                  log_level="WARNING"):
-    """Evaluate the pipelines still missing for one subject (runs in a worker).
+# ----------------------------------------------------------------------------
+# Running work: killable worker processes, or joblib's configured backend
+#
+# The unit of work is small enough that finished results come back (and are
+# cached) while slow ones still run: per subject, the pipelines without a
+# parameter grid together (they share loading, stateless heads and fitted
+# prefixes, and are quick), and each grid-searched pipeline on its own, split
+# into parts over its outer folds. Units run in chatbci's own loky process
+# pool, which a stop kills outright: a fit in C code (libsvm, LAPACK) cannot
+# be interrupted any other way.
 
-    ``groups`` holds ``(paradigm, entries, cache)``: one data load per
-    paradigm, every pipeline's rows written to the cache as soon as known.
+
+class _Stop(Exception):
+    """Internal: end the run now (stop requested, or KeyboardInterrupt)."""
+
+    def __init__(self, reason, t_request=None):
+        super().__init__(reason)
+        self.reason = reason
+        self.t_request = perf_counter() if t_request is None else t_request
+
+
+#: Environment read while loading (MNE_DATA, MNE_DATASETS_*_PATH, MOABB's
+#: download provider, MNE's config home): sent with every task, because a warm
+#: worker keeps the environment it was started with.
+_ENV_PREFIXES = ("MNE_", "MOABB_", "_MNE_")
+#: Idle worker processes exit after this many seconds (as joblib's do).
+_IDLE_TIMEOUT_S = 300
+#: Subjects' epochs kept by a worker while one run lasts (consecutive parts
+#: of a subject's grid search then load it once per worker).
+_MEMO_SIZE = 2
+
+_POOL = None
+_POOL_LOCK = threading.Lock()
+#: What a worker that died (segfault, out of memory) raises in the parent.
+_WORKER_DIED = (BrokenExecutor,)
+_LOADED: OrderedDict = OrderedDict()
+
+
+def _data_env():
+    return {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+
+
+def _apply_env(env):
+    if env is None:
+        return
+    for key in [k for k in os.environ if k.startswith(_ENV_PREFIXES) and k not in env]:
+        del os.environ[key]
+    os.environ.update(env)
+
+
+def _worker_init(parent_pid):
+    """Make a pool worker exit when the process that started it is gone.
+
+    A benchmark process killed outright (SIGKILL, a crashed kernel) cannot
+    kill its workers; without this they would finish their fits for nobody.
     """
-    _quiet_worker(log_level)
-    out = []
-    with threadpool_limits(limits=blas_threads):
-        for paradigm, entries, cache in groups:
-            X, y, metadata = load_epochs_array(dataset, paradigm, subject)
-            metadata = metadata.reset_index(drop=True)
-            folds = list(_splitter(evaluation, random_state).split(y, metadata))
-            records = _score_folds(_plan(X, entries), y, metadata, folds,
-                                   paradigm.scoring, random_state, score_per_session=False)
-            if evaluation == "within-session":
-                per_session_n = metadata["session"].value_counts().to_dict()
-                rows = _rows_within_session(records, subject, X.shape[1], per_session_n)
-            else:
-                rows = _rows_per_fold(records, lambda f: subject, X.shape[1])
-            for entry in entries:
-                mine = [r for r in rows if r["pipeline"] == entry.name]
-                cache.put(entry, f"subject-{subject}", mine)
-                out.extend(mine)
-    return subject, out
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="chatbci-parent-watch", daemon=True).start()
 
 
-def _cross_subject(dataset, subjects, paradigm, work, random_state, cache, n_jobs,
-                   blas_threads, progress):
-    """Leave-one-subject-out, scored per test subject and session, as MOABB does.
+def _new_pool(n_workers):
+    from joblib.externals.loky import ProcessPoolExecutor
 
-    ``work`` maps a test subject to the pipelines still missing for it; other
-    folds are skipped (their results are cached).
+    return ProcessPoolExecutor(max_workers=n_workers, timeout=_IDLE_TIMEOUT_S,
+                               initializer=_worker_init, initargs=(os.getpid(),))
+
+
+def _usable(pool):
+    flags = getattr(pool, "_flags", None)
+    return pool is not None and not (flags is not None and (flags.broken or flags.shutdown))
+
+
+def _own_pool_applies():
+    """Whether joblib's default backend is in effect (then chatbci's pool runs the work).
+
+    With another backend configured (``joblib.parallel_config(backend="dask")``,
+    ``"threading"``...), the work goes through joblib so it reaches that backend.
     """
-    loaded = Parallel(n_jobs=n_jobs)(
-        delayed(_load_quietly)(dataset, paradigm, s) for s in subjects
-    )
-    X = np.concatenate([item[0] for item in loaded])
-    y = np.concatenate([item[1] for item in loaded])
-    metadata = pd.concat([item[2] for item in loaded], ignore_index=True)
-    del loaded
-    subj = metadata["subject"].to_numpy()
-    folds = [f for f in _splitter("cross-subject", random_state).split(y, metadata)
-             if subj[f[-1]][0] in work]
-    entries = list({id(e): e for v in work.values() for e in v}.values())
-    # Stateless heads (covariances) once for all subjects; the folds get these
-    # small arrays (joblib memory-maps them) instead of the raw epochs.
-    plans = _plan(X, entries)
-    n_channels = X.shape[1]
-    del X
-    out = []
+    from joblib.parallel import get_active_backend
+
+    backend, _ = get_active_backend()
+    return type(backend).__name__ == "LokyBackend" and not getattr(backend, "nesting_level", 0)
+
+
+def _kill(pool):
+    """End every worker of ``pool`` now (SIGKILL); return once they are gone.
+
+    The worker processes (and any children they started) are killed first;
+    the pool's manager thread then sees them gone, fails the pending
+    futures and exits cleanly, which ``shutdown`` waits for (milliseconds).
+    Asking loky's ``shutdown(kill_workers=True)`` instead races with that
+    thread queueing the next task and crashes it.
+    """
+    from joblib.externals.loky.backend.utils import kill_process_tree
+
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(Exception):  # already gone
+            kill_process_tree(proc)
+    with contextlib.suppress(Exception):
+        pool.shutdown(wait=True)
+
+
+def _run_in_pool(calls, n_workers, is_stopped, poll_s=0.05):
+    """Run ``calls`` (key, function, task) in killable processes; yield results.
+
+    Yields ``(key, result)`` as tasks finish. When ``is_stopped()`` turns true
+    (polled every ``poll_s``) or a KeyboardInterrupt arrives, pending tasks
+    are cancelled, the workers killed, results that finished meanwhile
+    yielded, and :class:`_Stop` raised. Any other exit (a task's error, the
+    consumer giving up) also kills the workers still busy.
+    """
+    global _POOL
+    shared = _POOL_LOCK.acquire(blocking=False)  # else another run uses it
+    if shared:
+        if _usable(_POOL) and _POOL._max_workers != n_workers:
+            _POOL.shutdown(wait=True)  # idle: ends at once
+            _POOL = None
+        if not _usable(_POOL):
+            _POOL = _new_pool(n_workers)
+        pool = _POOL
+    else:
+        pool = _new_pool(n_workers)
+    futures, pending, clean = {}, set(), False
+    try:
+        for key, fn, task in calls:
+            futures[pool.submit(fn, task)] = key
+        pending = set(futures)
+        reason = None
+        while pending:
+            try:
+                done, pending = wait(pending, timeout=poll_s, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                reason = "interrupted"
+                break
+            for fut in done:
+                yield futures[fut], fut.result()
+            if pending and is_stopped():
+                reason = "stop requested"
+                break
+        if reason is not None:
+            t_request = perf_counter()
+            _kill(pool)
+            for fut in list(pending):
+                if fut.done() and not fut.cancelled() and fut.exception(timeout=0) is None:
+                    pending.discard(fut)
+                    yield futures[fut], fut.result()
+            raise _Stop(reason, t_request)
+        clean = True
+    finally:
+        if not clean:
+            if any(not f.done() for f in pending):
+                _kill(pool)
+            if shared:
+                _POOL = None if not _usable(pool) else _POOL
+        if not shared:
+            pool.shutdown(wait=True, kill_workers=not clean)
+        if shared:
+            _POOL_LOCK.release()
+
+
+def _run_inline(calls, is_stopped):
+    """Run ``calls`` here, one after the other, checking ``is_stopped`` before each fit."""
+    try:
+        for key, fn, task in calls:
+            if is_stopped():
+                raise _Stop("stop requested")
+            yield key, fn(task, check=is_stopped)
+    except KeyboardInterrupt:
+        raise _Stop("interrupted") from None
+
+
+def _run_with_joblib(calls, n_jobs, is_stopped):
+    """Run ``calls`` through joblib's configured backend (dask, ray, threads...).
+
+    With ``n_jobs=1`` the tasks run here (:func:`_run_inline`); otherwise
+    ``is_stopped`` is checked after each task (a remote backend cannot kill
+    a fit) and tasks not yet started are cancelled.
+    """
+    if n_jobs == 1:
+        yield from _run_inline(calls, is_stopped)
+        return
     results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-        delayed(_cross_subject_fold)(
-            {e.name: plans[e.name] for e in work[subj[f[-1]][0]]}, y, metadata, f,
-            subj[f[-1]][0], n_channels, paradigm.scoring, random_state, blas_threads)
-        for f in folds
-    )
-    with tqdm(total=sum(len(v) for v in work.values()), disable=not progress,
-              unit="pipeline", desc=f"{dataset.code} cross-subject") as bar:
-        for test_subject, rows in results:
-            for entry in work[test_subject]:
-                cache.put(entry, f"subject-{test_subject}",
-                          [r for r in rows if r["pipeline"] == entry.name])
-            out.extend(rows)
-            bar.update(len(work[test_subject]))
-    return out
+        delayed(_keyed)(key, fn, task) for key, fn, task in calls)
+    try:
+        for key, result in results:
+            yield key, result
+            if is_stopped():
+                raise _Stop("stop requested")
+    except KeyboardInterrupt:
+        raise _Stop("interrupted") from None
+    finally:
+        results.close()  # cancels tasks not yet started
 
 
-def _load_quietly(dataset, paradigm, subject, log_level="WARNING"):
-    _quiet_worker(log_level)
-    return load_epochs_array(dataset, paradigm, subject)
+def _keyed(key, fn, task):
+    return key, fn(task)
 
 
-def _cross_subject_fold(plans, y, metadata, fold, test_subject, n_channels, scoring,
-                        random_state, blas_threads):
-    with threadpool_limits(limits=blas_threads):
-        records = _score_folds(plans, y, metadata, [fold], scoring, random_state,
-                               score_per_session=True)
-    return test_subject, _rows_per_fold(records, lambda f: test_subject, n_channels)
+def _load_memo(task):
+    """The task's subject epochs, loaded once per worker while a run lasts."""
+    if _LOADED and next(iter(_LOADED))[0] != task.run_id:
+        _LOADED.clear()  # a new run: its data may differ (files fixed, env changed)
+    key = (task.run_id, task.paradigm_key, task.subject)
+    hit = _LOADED.get(key)
+    if hit is None:
+        X, y, metadata = load_epochs_array(task.dataset, task.paradigm, task.subject)
+        hit = _LOADED[key] = (X, y, metadata.reset_index(drop=True))
+        while len(_LOADED) > _MEMO_SIZE:
+            _LOADED.popitem(last=False)
+    else:
+        _LOADED.move_to_end(key)
+    return hit
+
+
+@dataclass
+class _Task:
+    """One unit of work, sent to a worker (everything it needs, picklable)."""
+
+    kind: str  # "subject" (folds of one subject), "load" or "fold" (cross-subject)
+    subject: int
+    dataset: object
+    paradigm: object
+    paradigm_key: str
+    entries: list
+    evaluation: str
+    random_state: object
+    blas_threads: int
+    log_level: object
+    env: dict | None
+    run_id: str
+    part: tuple = (0, 1)  # (i, k): outer folds i, i + k, i + 2k...
+    fold: tuple | None = None  # cross-subject: (train, test)
+    shared: object = None  # cross-subject: plans, y, metadata (or a file of them)
+    n_channels: int | None = None
+
+
+def _run_task(task, check=None):
+    """Execute one :class:`_Task` (in a worker, or here when ``check`` is given)."""
+    _quiet_worker(task.log_level)
+    _apply_env(task.env)
+    with threadpool_limits(limits=task.blas_threads):
+        if task.kind == "load":
+            return _load_memo(task)
+        if task.kind == "fold":
+            shared = _shared_data(task.shared)
+            plans = {e.name: shared["plans"][e.name] for e in task.entries}
+            records = _score_folds(plans, shared["y"], shared["metadata"], [(0, task.fold)],
+                                   task.paradigm.scoring, task.random_state,
+                                   score_per_session=True, check=check)
+            return {"records": records, "n_channels": task.n_channels}
+        X, y, metadata = _load_memo(task)
+        folds = list(_splitter(task.evaluation, task.random_state).split(y, metadata))
+        i, k = task.part
+        chosen = [(f, folds[f]) for f in range(i, len(folds), k)]
+        records = []
+        if chosen:
+            records = _score_folds(_plan(X, task.entries), y, metadata, chosen,
+                                   task.paradigm.scoring, task.random_state,
+                                   score_per_session=False, check=check)
+        return {"records": records, "n_channels": X.shape[1], "n_folds": len(folds),
+                "per_session_n": metadata["session"].value_counts().to_dict()}
+
+
+_SHARED: dict = {}
+
+
+def _shared_data(shared):
+    """Cross-subject arrays: given inline, or a file memory-mapped once per worker."""
+    if not isinstance(shared, str):
+        return shared
+    if shared not in _SHARED:
+        _SHARED.clear()
+        _SHARED[shared] = joblib.load(shared, mmap_mode="r")
+    return _SHARED[shared]
+
+
+def _rows_of(evaluation, records, subject, n_channels, per_session_n=None):
+    records = sorted(records, key=lambda r: r[0])  # MOABB's fold order, for its means
+    if evaluation == "within-session":
+        return _rows_within_session(records, subject, n_channels, per_session_n)
+    return _rows_per_fold(records, lambda f: subject, n_channels)
+
+
+def _stop_check(stop, should_stop):
+    def is_stopped():
+        if stop is not None and stop.is_set():
+            return True
+        return bool(should_stop is not None and should_stop())
+    return is_stopped
+
+
+def _units(work, groups, grid_parts):
+    """Split the missing (subject, pipeline) results into units of work.
+
+    Quick units first (the pipelines without a grid, per subject), then the
+    grid searches, subject by subject, each in ``grid_parts`` parts.
+    """
+    quick, slow = [], []
+    for s, items in work.items():
+        for par, _ in groups:
+            mine = [e for p, e in items if p is par]
+            plain = [e for e in mine if not e.param_grid]
+            if plain:
+                quick.append((s, par, plain, (0, 1)))
+            for e in mine:
+                if e.param_grid:
+                    slow.extend((s, par, [e], (i, grid_parts)) for i in range(grid_parts))
+    return quick + slow
 
 
 def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="left_right",
                   evaluation="within-session", random_state=42, cache_dir=None,
                   n_jobs=1, param_grid=None, progress=True, blas_threads=1,
-                  on_progress=None, should_stop=None, verbose=None):
+                  on_progress=None, should_stop=None, verbose=None, stop=None):
     """Evaluate decoding pipelines on a motor-imagery dataset, as MOABB does.
 
     Parameters
@@ -589,24 +905,33 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
     cache_dir : path-like | None
         Where results are cached and resumed from; no caching when None.
     n_jobs : int
-        Subjects evaluated in parallel through joblib (``-1``: all cores). The
-        backend is joblib's current one, so ``joblib.parallel_config`` can
-        send the work to dask or ray.
+        Worker processes (``-1``: all cores). With joblib's default backend
+        the work runs in chatbci's own process pool, so that a stop can end
+        it at once; with another backend configured
+        (``joblib.parallel_config(backend="dask")``) it goes through joblib
+        to that backend (there, with ``n_jobs=1``, in this process).
     param_grid : dict | None
         MOABB-style grids keyed by pipeline name, for estimators given as a
         dict.
     progress : bool
-        Show a progress bar over subjects and pipelines.
+        Show a progress bar.
     blas_threads : int
         BLAS threads per task. 1 is fastest for EEG-sized matrices.
     on_progress : callable | None
-        ``on_progress(done, total, text)`` after each subject, for UIs.
+        ``on_progress(done, total, text)`` after each unit of work, for UIs:
+        ``done`` and ``total`` count steps (a (subject, pipeline) result is
+        one step, or one per part of a grid search).
     should_stop : callable | None
-        Checked after each subject; when it returns True, the run stops and
-        raises :class:`BenchmarkStopped` (finished subjects stay cached, so a
-        re-run resumes).
+        Polled while work runs; when it returns True the run stops as
+        ``stop`` does.
     verbose : bool | str | int | None
         MNE log level during loading.
+    stop : threading.Event | None
+        Set it (from any thread) to stop: running work is ended within about
+        a second (worker processes are killed, mid-fit if need be), every
+        finished (subject, pipeline) result stays cached, and
+        :class:`BenchmarkStopped` is raised saying what was kept. A
+        KeyboardInterrupt (Ctrl-C, Kernel->Interrupt) stops the same way.
 
     Returns
     -------
@@ -614,7 +939,18 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
         MOABB's columns (score, time, samples, samples_test, n_classes,
         subject, session, channels, n_sessions, dataset, pipeline) with
         MOABB's dtypes. ``results.attrs["chatbci"]`` tells how many
-        (subject, pipeline) results came from the cache.
+        (subject, pipeline) results came from the cache and lists
+        ``warnings`` (e.g. a subject with fewer trials than expected).
+
+    Raises
+    ------
+    BenchmarkError
+        A request that cannot run as given (unknown pipeline, subject...).
+    BenchmarkStopped
+        Stopped on request or interrupted; carries what was kept.
+    chatbci.bci.datasets.DataNotAvailableError
+        A subject's files are missing (and not downloadable) or damaged,
+        checked before any work starts; nothing is created on disk.
     """
     import mne
 
@@ -635,91 +971,327 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
         )
     if evaluation == "cross-subject" and len(subjects) < 2:
         raise BenchmarkError("Cross-subject evaluation needs at least 2 subjects.")
+    is_stopped = _stop_check(stop, should_stop)
 
+    groups = _paradigm_groups(paradigm, entries)
+    t_start = perf_counter()
+    log_level = verbose if verbose is not None else "WARNING"
+    caches = {id(par): ResultCache(cache_dir, _cache_context(ds, par, evaluation,
+                                                             random_state, subjects))
+              for par, _ in groups}
+
+    # What is already cached.
+    rows, from_cache, work = [], [], {}
+    for par, members in groups:
+        cache = caches[id(par)]
+        for s in subjects:
+            for entry in members:
+                hit = cache.get(entry, f"subject-{s}")
+                if hit is not None:
+                    rows.extend(hit)
+                    from_cache.append((s, entry.name))
+                else:
+                    work.setdefault(s, []).append((par, entry))
+    todo = [(s, e.name) for s, items in work.items() for _, e in items]
+
+    run = _Run(ds, evaluation, random_state, caches, blas_threads, log_level, n_jobs,
+               is_stopped, on_progress, progress, todo)
+    with mne.utils.use_log_level(log_level):
+        # Missing or damaged files: one clear error now, before any work.
+        for par, _ in groups:
+            need = subjects if evaluation == "cross-subject" else [
+                s for s, items in work.items() if any(p is par for p, _ in items)]
+            if need:
+                check_data_available(prepare_dataset(ds, par), need)
+        try:
+            if is_stopped() and work:
+                raise _Stop("stop requested")
+            if work and evaluation == "cross-subject":
+                for par, _ in groups:
+                    par_work = {s: [e for p, e in items if p is par]
+                                for s, items in work.items()}
+                    par_work = {s: v for s, v in par_work.items() if v}
+                    if par_work:
+                        run.cross_subject(subjects, par, par_work)
+            elif work:
+                run.per_subject(work, groups)
+        except (_Stop, KeyboardInterrupt) as err:
+            # KeyboardInterrupt here was raised outside the pool's wait (e.g.
+            # in a progress callback); the pool was killed as the loop closed.
+            stopped = err if isinstance(err, _Stop) else _Stop("interrupted")
+            run.close()
+            raise _stopped_error(stopped, run, todo, from_cache, rows, ds, names, subjects,
+                                 cache_dir, t_start) from None
+        except _WORKER_DIED as err:
+            run.close()
+            kept = run.kept
+            raise BenchmarkError(
+                f"A benchmark worker process died ({err}), most likely out of memory or "
+                f"a crash in compiled code. Kept: {pairs_text(kept) or 'nothing'}"
+                + (" (cached, so running again resumes)" if cache_dir is not None else "")
+                + ". To fix: run again with fewer parallel jobs (n_jobs) or subjects."
+            ) from err
+        finally:
+            run.close()
+
+    df = _to_dataframe(rows + run.rows, ds, names, subjects)
+    notes = _trial_warnings(df, ds, groups, evaluation)
+    for note in notes:
+        warnings.warn(note, DataWarning, stacklevel=2)
+    df.attrs["chatbci"] = dict(n_cached=len(from_cache), n_computed=len(run.kept),
+                               seconds=round(perf_counter() - t_start, 3),
+                               evaluation=evaluation, random_state=random_state,
+                               cache_keys=sorted({c.context_key for c in caches.values()}),
+                               warnings=notes)
+    return df
+
+
+def _stopped_error(stopped, run, todo, from_cache, rows, ds, names, subjects, cache_dir,
+                   t_start):
+    """The :class:`BenchmarkStopped` of a stopped run: what was kept, what was not."""
+    ended = perf_counter()
+    kept = run.kept
+    done = set(kept)
+    missing = [pair for pair in todo if pair not in done]
+    where = (f"written to the cache ({cache_dir}), so running it again resumes"
+             if cache_dir is not None else
+             "held in memory only (no cache_dir): they are in this error's .results; "
+             "a re-run recomputes them")
+    message = (
+        f"Benchmark stopped ({stopped.reason}) after {ended - t_start:.1f} s. Kept "
+        f"{len(kept)} of {len(todo)} (subject, pipeline) results computed in this run "
+        f"({pairs_text(kept) or 'none'}), {where}. Not computed: "
+        f"{pairs_text(missing) or 'none'}."
+        + (f" {len(from_cache)} results came from the cache." if from_cache else "")
+    )
+    return BenchmarkStopped(
+        message, kept=kept, from_cache=from_cache, missing=missing,
+        results=_to_dataframe(rows + run.rows, ds, names, subjects), reason=stopped.reason,
+        cached=cache_dir is not None, seconds=round(ended - stopped.t_request, 3))
+
+
+class DataWarning(UserWarning):
+    """The data of a subject look incomplete (e.g. fewer trials than expected)."""
+
+
+def _paradigm_groups(paradigm, entries):
+    """(paradigm, entries) pairs: one data load per paradigm (plain, filter bank)."""
     base = make_paradigm(paradigm)
-    groups = []  # (paradigm, entries), one data load per paradigm
+    groups = []
     for fb in (False, True):
         members = [e for e in entries if e.filterbank == fb]
         if members:
             groups.append((make_paradigm(base, filterbank=fb), members))
+    return groups
 
-    t_start = perf_counter()
-    rows, n_cached, n_computed = [], 0, 0
-    log_level = verbose if verbose is not None else "WARNING"
-    with mne.utils.use_log_level(log_level):
-        caches = {}
-        for par, members in groups:
-            context = dict(
-                engine=ENGINE_VERSION, evaluation=evaluation, random_state=random_state,
-                n_folds=5 if evaluation == "within-session" else None,
-                dataset=_public_state(ds), paradigm=_public_state(par),
-                scoring=str(par.scoring), versions=_versions(),
-            )
-            if evaluation == "cross-subject":
-                context["subjects"] = subjects
-            caches[id(par)] = ResultCache(cache_dir, context)
 
-        # What is already cached, per subject.
-        work = {}
-        for par, members in groups:
-            cache = caches[id(par)]
-            for s in subjects:
-                for entry in members:
-                    hit = cache.get(entry, f"subject-{s}")
-                    if hit is not None:
-                        rows.extend(hit)
-                        n_cached += 1
-                    else:
-                        work.setdefault(s, []).append((par, entry))
+def _cache_context(ds, par, evaluation, random_state, subjects):
+    context = dict(
+        engine=ENGINE_VERSION, evaluation=evaluation, random_state=random_state,
+        n_folds=5 if evaluation == "within-session" else None,
+        dataset=_public_state(ds), paradigm=_public_state(par),
+        scoring=str(par.scoring), versions=_versions(),
+    )
+    if evaluation == "cross-subject":
+        context["subjects"] = subjects
+    return context
 
-        if work and evaluation == "cross-subject":
-            for par, _ in groups:
-                par_work = {}
-                for subject, items in work.items():
-                    mine = [e for p, e in items if p is par]
-                    if mine:
-                        par_work[subject] = mine
-                if par_work:
-                    rows.extend(_cross_subject(ds, subjects, par, par_work, random_state,
-                                               caches[id(par)], n_jobs, blas_threads,
-                                               progress))
-                    n_computed += sum(len(v) for v in par_work.values())
-        elif work:
-            total = sum(len(v) for v in work.values())
-            bar = tqdm(total=total, disable=not progress, unit="pipeline",
-                       desc=f"{ds.code} {evaluation} ({len(work)} subjects)")
-            tasks = []
-            for s, items in work.items():
-                task_groups = [(par, [e for p, e in items if p is par], caches[id(par)])
-                               for par, _ in groups]
-                task_groups = [g for g in task_groups if g[1]]
-                tasks.append(delayed(_subject_task)(ds, s, task_groups, evaluation,
-                                                    random_state, blas_threads, log_level))
-            results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
-            try:
-                for subject, subject_rows in results:
-                    rows.extend(subject_rows)
-                    done = len(work[subject])
-                    n_computed += done
-                    bar.update(done)
-                    bar.set_postfix_str(f"subject {subject} done")
-                    if on_progress is not None:
-                        on_progress(n_computed, total, f"subject {subject} done")
-                    if should_stop is not None and should_stop() and n_computed < total:
-                        raise BenchmarkStopped(
-                            f"Stopped after {n_computed} of {total} subject x pipeline "
-                            "results; they are cached, so running again resumes.")
-            finally:
-                if hasattr(results, "close"):
-                    results.close()  # cancels subjects not yet started
-                bar.close()
 
-    df = _to_dataframe(rows, ds, names, subjects)
-    df.attrs["chatbci"] = dict(n_cached=n_cached, n_computed=n_computed,
-                               seconds=round(perf_counter() - t_start, 3),
-                               evaluation=evaluation, random_state=random_state,
-                               cache_keys=sorted({c.context_key for c in caches.values()}))
-    return df
+def _trial_warnings(df, ds, groups, evaluation):
+    """Warnings for subjects that yielded fewer trials than the dataset should."""
+    if df.empty:
+        return []
+    column = "samples" if evaluation == "within-session" else "samples_test"
+    notes = []
+    for par, members in groups:
+        mine = df[df["pipeline"] == members[0].name]
+        if mine.empty:
+            continue
+        prepared = prepare_dataset(ds, par)
+        for subject, n in mine.groupby("subject", sort=False)[column].sum().items():
+            note = trial_count_warning(prepared, par, subject, int(round(float(n))))
+            if note and note not in notes:
+                notes.append(note)
+    return notes
+
+
+class _Run:
+    """The computing part of one :func:`run_benchmark` call: units, results, progress."""
+
+    def __init__(self, ds, evaluation, random_state, caches, blas_threads, log_level,
+                 n_jobs, is_stopped, on_progress, progress, todo):
+        self.ds, self.evaluation, self.random_state = ds, evaluation, random_state
+        self.caches, self.blas_threads, self.log_level = caches, blas_threads, log_level
+        self.n_jobs, self.is_stopped, self.on_progress = n_jobs, is_stopped, on_progress
+        self.own_pool = _own_pool_applies()
+        self.env = _data_env() if self.own_pool else None
+        self.run_id = f"{os.getpid()}-{time.time_ns()}"
+        self.rows, self.kept = [], []
+        self.n_todo = len(todo)
+        self.done = self.total = 0
+        self.bar = None
+        self.progress = progress
+        self._tmp = None
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        _LOADED.clear()  # the in-process memo: free the epochs
+        _SHARED.clear()
+
+    def _task(self, kind, subject, par, entries, **kw):
+        return _Task(kind=kind, subject=subject, dataset=self.ds, paradigm=par,
+                     paradigm_key=_sha(json.dumps(_public_state(par), default=repr))[:16],
+                     entries=entries, evaluation=self.evaluation,
+                     random_state=self.random_state, blas_threads=self.blas_threads,
+                     log_level=self.log_level, env=self.env, run_id=self.run_id, **kw)
+
+    def _inline(self, task):
+        """Whether a task runs in this process rather than in a worker.
+
+        With ``n_jobs=1``, units without a grid search run here, as MOABB
+        runs them: they take a second or so, ``stop`` is checked before each
+        fit, and no worker has to start (seconds of imports). Grid searches
+        run in a worker even then, so that a stop can kill a fit that takes
+        minutes.
+        """
+        if not self.own_pool:
+            return self.n_jobs == 1
+        return self.n_jobs == 1 and (task.kind == "load"
+                                     or not any(e.param_grid for e in task.entries))
+
+    def _execute(self, calls):
+        """Yield ``(key, result)`` of ``calls`` as they finish, wherever they run."""
+        here = [c for c in calls if self._inline(c[2])]
+        there = [c for c in calls if not self._inline(c[2])]
+        if here:
+            yield from _run_inline(here, self.is_stopped)
+        if not there:
+            return
+        if self.own_pool:
+            n = max(1, min(joblib.effective_n_jobs(self.n_jobs), len(there)))
+            yield from _run_in_pool(there, n, self.is_stopped)
+        else:
+            yield from _run_with_joblib(there, self.n_jobs, self.is_stopped)
+
+    def _start_bar(self, total, desc):
+        self.total += total
+        if self.bar is None:
+            self.bar = tqdm(total=self.total, disable=not self.progress, unit="step",
+                            desc=desc)
+        else:
+            self.bar.total = self.total
+            self.bar.refresh()
+
+    def _step(self, n, text):
+        self.done += n
+        self.bar.update(n)
+        self.bar.set_postfix_str(text)
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total,
+                             f"{text} ({len(self.kept)} of {self.n_todo} results)")
+
+    def _finish(self, par, entry, subject, rows):
+        self.caches[id(par)].put(entry, f"subject-{subject}", rows)
+        self.rows.extend(rows)
+        self.kept.append((subject, entry.name))
+
+    def per_subject(self, work, groups):
+        """Within- and cross-session: units per subject (see :func:`_units`)."""
+        grid_parts = 5 if self.evaluation == "within-session" else max(1, self.ds.n_sessions)
+        units = _units(work, groups, grid_parts)
+        calls = [(i, _run_task, self._task("subject", s, par, unit_entries, part=part))
+                 for i, (s, par, unit_entries, part) in enumerate(units)]
+        self._start_bar(sum(len(u[2]) for u in units),
+                        f"{self.ds.code} {self.evaluation} ({len(work)} subjects)")
+        slots = {}  # (par, subject, name) -> [records, parts received]
+        gen = self._execute(calls)
+        try:
+            for i, result in gen:
+                s, par, unit_entries, (_, k) = units[i]
+                for entry in unit_entries:
+                    slot = slots.setdefault((id(par), s, entry.name), [[], 0])
+                    slot[0].extend(r for r in result["records"] if r[1] == entry.name)
+                    slot[1] += 1
+                    if slot[1] == k:
+                        self._finish(par, entry, s, _rows_of(
+                            self.evaluation, slot[0], s, result["n_channels"],
+                            result["per_session_n"]))
+                label = "+".join(e.name for e in unit_entries)
+                self._step(len(unit_entries), f"subject {s} {label}"
+                           + (f" part {units[i][3][0] + 1}/{k}" if k > 1 else ""))
+        finally:
+            gen.close()
+
+    def cross_subject(self, subjects, par, work):
+        """Leave-one-subject-out, scored per test subject and session, as MOABB does.
+
+        ``work`` maps a test subject to the pipelines still missing for it;
+        other folds are skipped (their results are cached).
+        """
+        entries = list({id(e): e for v in work.values() for e in v}.values())
+        n_fold_units = sum(len([e for e in v if e.param_grid]) + any(not e.param_grid
+                                                                      for e in v)
+                           for v in work.values())
+        self._start_bar(len(subjects) + n_fold_units, f"{self.ds.code} cross-subject")
+        loaded = {}
+        gen = self._execute([(s, _run_task, self._task("load", s, par, []))
+                             for s in subjects])
+        try:
+            for s, data in gen:
+                loaded[s] = data
+                self._step(1, f"loaded subject {s}")
+        finally:
+            gen.close()
+        X = np.concatenate([loaded[s][0] for s in subjects])
+        y = np.concatenate([loaded[s][1] for s in subjects])
+        metadata = pd.concat([loaded[s][2] for s in subjects], ignore_index=True)
+        del loaded
+        subj = metadata["subject"].to_numpy()
+        folds = [f for f in _splitter("cross-subject", self.random_state).split(y, metadata)
+                 if subj[f[-1]][0] in work]
+        # Stateless heads (covariances) once for all subjects; the folds get
+        # these small arrays instead of the raw epochs, from one file that
+        # each worker memory-maps (a remote backend gets them inline).
+        plans = _plan(X, entries)
+        n_channels = X.shape[1]
+        del X
+        inline = {"plans": plans, "y": y, "metadata": metadata}
+        path = None
+        calls, owners = [], []
+        for fold in folds:
+            test_subject = subj[fold[-1]][0]
+            mine = work[test_subject]
+            batches = [[e for e in mine if not e.param_grid]] + [[e] for e in mine
+                                                                   if e.param_grid]
+            for batch in (b for b in batches if b):
+                task = self._task("fold", test_subject, par, batch, fold=fold,
+                                  shared=inline, n_channels=n_channels)
+                if self.own_pool and not self._inline(task):
+                    if path is None:
+                        self._tmp = tempfile.mkdtemp(prefix="chatbci-cross-subject-")
+                        path = os.path.join(self._tmp, "shared.pkl")
+                        joblib.dump(inline, path)
+                    task.shared = path
+                owners.append((test_subject, batch))
+                calls.append((len(calls), _run_task, task))
+        gen = self._execute(calls)
+        try:
+            for i, result in gen:
+                test_subject, batch = owners[i]
+                rows = _rows_per_fold(result["records"], lambda f: test_subject,
+                                      result["n_channels"])
+                for entry in batch:
+                    self._finish(par, entry, test_subject,
+                                 [r for r in rows if r["pipeline"] == entry.name])
+                self._step(1, f"test subject {test_subject} "
+                              f"{'+'.join(e.name for e in batch)}")
+        finally:
+            gen.close()
 
 
 def _to_dataframe(rows, dataset, pipeline_order, subject_order):
