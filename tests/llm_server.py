@@ -63,6 +63,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -659,8 +660,9 @@ def _grammar_schema(tools, names=None) -> dict:
 _CALL_INTENT = ("<tool_call>", "```json", "```tool", "{", "[{", "functions.")
 
 
-#: An answer in words: it starts with a letter and writes no call markup.
-_PROSE_GBNF = 'root ::= [A-Za-z] [^<{}`]*'
+#: An answer in words: it starts with a letter and writes no call markup
+#: (no tags, braces, brackets, parentheses or code fences).
+_PROSE_GBNF = r'root ::= [A-Za-z] [^<{}`()\[\]]*'
 
 
 def _call_key(name, arguments) -> str:
@@ -694,8 +696,9 @@ def _tools_handler(llama, messages, functions=None, function_call=None, tools=No
     The prompt is the model's own chat template (Qwen's, which lists the
     tools and asks for ``<tool_call>`` tags). The model first answers freely;
     if that answer is, or contains, a tool call in any of the forms small
-    models write (``<tool_call>``, fenced or bare JSON naming a tool,
-    ``functions.NAME:``), it is generated again after ``<tool_call>`` under a
+    models write (``<tool_call>``, fenced or bare JSON, ``functions.NAME:``,
+    Python-looking calls) or names a declared tool (the 0.5B model often
+    describes the call it should make), the call is generated again after ``<tool_call>`` under a
     grammar that admits only ``{"name": <a declared tool>, "arguments":
     <that tool's schema>}``, and returned as a real ``tool_calls`` entry.
     Otherwise the free answer is the message. A call identical to one already
@@ -761,8 +764,13 @@ def _tools_handler(llama, messages, functions=None, function_call=None, tools=No
         first = complete(prompt, max_tokens=max_tokens, stop=stops)
         text, finish = first["text"], first["finish_reason"] or "stop"
         stripped = text.lstrip()
-        wants = mode == "auto" and (stripped.startswith(_CALL_INTENT) or "<tool_call>" in text
-                                    or '"arguments"' in text)
+        declared = [t.get("function", {}).get("name") for t in tools]
+        wants = mode == "auto" and (
+            stripped.startswith(_CALL_INTENT) or "<tool_call>" in text
+            or '"arguments"' in text
+            # A call described instead of made: explore_subject(...),
+            # propose("run_benchmark", ...), 'use the "run_benchmark" function'.
+            or any(re.search(rf"\b{re.escape(n)}\b", text) for n in declared if n))
         mode = "call" if wants else mode
     if mode == "call":
         grammar = llama_grammar.LlamaGrammar.from_json_schema(
@@ -780,7 +788,7 @@ def _tools_handler(llama, messages, functions=None, function_call=None, tools=No
         elif key in _calls_this_turn(messages) and tool_choice in (None, "auto"):
             # The same call again, after its result: a small model's loop. Answer
             # in words instead (a grammar that cannot start a call).
-            prose = complete(prompt, max_tokens=max_tokens, stop=stops,
+            prose = complete(prompt, max_tokens=min(max_tokens or 200, 200), stop=stops,
                              grammar=llama_grammar.LlamaGrammar.from_string(
                                  _PROSE_GBNF, verbose=False))
             text, finish = prose["text"], prose["finish_reason"] or "stop"
