@@ -643,7 +643,6 @@ def test_answer_cap_seed_and_temperature_are_sent_and_reported(server):
 
 @pytest.mark.parametrize("base_url, param", [
     (None, "max_completion_tokens"),
-    ("https://api.openai.com/v1", "max_completion_tokens"),
     ("https://myres.openai.azure.com/openai/v1/", "max_completion_tokens"),
     ("https://myres.cognitiveservices.azure.com/openai/v1/", "max_completion_tokens"),
     ("http://localhost:11434/v1", "max_tokens"),
