@@ -84,3 +84,25 @@ def real_llm_server(request, tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+# -- a Session talking to the project's local OpenAI-compatible test server -------------------
+
+@pytest.fixture
+def fake_llm():
+    """The scripted local server (:class:`chatbci.assistant.testing.FakeLLMServer`)."""
+    from chatbci.assistant.testing import FakeLLMServer
+
+    with FakeLLMServer(model="fake-model") as srv:
+        yield srv
+
+
+def llm_session(ws, server, **kw):
+    """A Session on ``ws`` whose model is ``server``, through the real openai SDK."""
+    from chatbci.assistant.llm import LLMSettings, OpenAIChat
+    from chatbci.assistant.session import Session
+
+    settings = LLMSettings.resolve({"model": "fake-model", "base_url": server.base_url,
+                                    "timeout": 10, "max_retries": 0},
+                                   env={"OPENAI_API_KEY": "test-key-" + "x" * 24})
+    return Session(ws, backend=OpenAIChat(settings, backoff=0.01), human="ada", n_jobs=1, **kw)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 
 from chatbci.assistant.autonomy import MAX_UNTIMED_FITS
-from chatbci.assistant.llm import LLMSettings, OpenAIChat
-from chatbci.assistant.session import Session
-from chatbci.assistant.testing import FakeLLMServer, Reply
+from chatbci.assistant.testing import Reply
 from chatbci.assistant.tools import TOOLS, ToolContext
 from chatbci.bci.cost import estimate_cost, fits_per_fold
 from chatbci.bci.pipelines import get_pipeline
 from chatbci.jupyter.cards import _cost_html
 from chatbci.workspace import Workspace
+from conftest import llm_session
 
 
 @pytest.fixture
@@ -25,16 +24,12 @@ def ws(tmp_path):
 
 
 @pytest.fixture
-def server():
-    with FakeLLMServer(model="fake-model") as srv:
-        yield srv
+def server(fake_llm):
+    return fake_llm
 
 
-def session_for(ws, server):
-    settings = LLMSettings.resolve({"model": "fake-model", "base_url": server.base_url,
-                                    "timeout": 10, "max_retries": 0},
-                                   env={"OPENAI_API_KEY": "test-key-" + "x" * 24})
-    return Session(ws, backend=OpenAIChat(settings, backoff=0.01), human="ada", n_jobs=1)
+def session_for(ws, server, **kw):
+    return llm_session(ws, server, **kw)
 
 
 def test_fits_are_counted_from_the_grid_and_the_evaluation():

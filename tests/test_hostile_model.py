@@ -16,10 +16,11 @@ import pytest
 from chatbci.assistant.context import data_block, render_state
 from chatbci.assistant.llm import LLMSettings, OpenAIChat
 from chatbci.assistant.session import Session, _fit, _trimmed
-from chatbci.assistant.testing import FakeLLMServer, Reply
+from chatbci.assistant.testing import Reply
 from chatbci.assistant.tools import MAX_ARGUMENTS_CHARS, MAX_ERROR_CHARS, TOOLS, ToolError
 from chatbci.bci.benchmark import BenchmarkError, parse_subjects
 from chatbci.workspace import Workspace
+from conftest import llm_session
 
 
 @pytest.fixture
@@ -31,16 +32,12 @@ def ws(tmp_path):
 
 
 @pytest.fixture
-def server():
-    with FakeLLMServer(model="fake-model") as srv:
-        yield srv
+def server(fake_llm):
+    return fake_llm
 
 
 def session_for(ws, server, **kw):
-    settings = LLMSettings.resolve({"model": "fake-model", "base_url": server.base_url,
-                                    "timeout": 10, "max_retries": 0},
-                                   env={"OPENAI_API_KEY": "test-key-" + "x" * 24})
-    return Session(ws, backend=OpenAIChat(settings, backoff=0.01), human="ada", n_jobs=1, **kw)
+    return llm_session(ws, server, **kw)
 
 
 def assert_valid_history(messages):

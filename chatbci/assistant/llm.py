@@ -580,7 +580,8 @@ class LLMSettings(BaseModel):
     @property
     def uses_openai(self) -> bool:
         """Whether requests go to OpenAI's own API (which needs a key)."""
-        return (urlparse(self.effective_base_url).hostname or "") == "api.openai.com"
+        return (urlparse(self.effective_base_url).hostname
+                == urlparse(OPENAI_BASE_URL).hostname)
 
     @property
     def has_credentials(self) -> bool:
