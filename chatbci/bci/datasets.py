@@ -37,6 +37,7 @@ __all__ = [
     "check_data_available",
     "check_edf_file",
     "dataset_info",
+    "display_name",
     "expected_trials",
     "get_dataset",
     "load_epochs_array",
@@ -296,6 +297,55 @@ def _reference(cls, meta):
         year = f" ({doc.publication_year})" if doc.publication_year else ""
         return f"{authors}{year}" + (f", doi:{doc.doi}" if doc.doi else "")
     return None
+
+
+#: SimulatedMI's MOABB code: the class name and a hash of its parameters.
+_SIMULATED_CODE = re.compile(r"^SimulatedMI-([0-9a-f]{6,})$")
+
+
+def display_name(dataset_or_name, *, distinguish=False):
+    """The one name a dataset is shown by: its catalog name.
+
+    Tables, figures, exports, the chat and the ``dataset`` column of
+    benchmark results all name a dataset by this function, so that one
+    dataset never appears under two names (MOABB's class name
+    ``"PhysionetMI"`` beside its code ``"PhysionetMotorImagery"``).
+
+    Parameters
+    ----------
+    dataset_or_name : str | moabb.datasets.base.BaseDataset | type
+        A dataset instance or class, or any name it went by: catalog (class)
+        name, MOABB code (``"PhysionetMotorImagery"``, as in journals written
+        before this name was unified), or SimulatedMI's code with its
+        parameter hash (``"SimulatedMI-6b48168cb2"``). A name that is no
+        known dataset (e.g. a user's own dataset class) is returned as given.
+    distinguish : bool
+        Keep what tells two differently-parameterised :class:`SimulatedMI`
+        datasets apart: ``"SimulatedMI (parameters 6b48168cb2)"``, which
+        says what the suffix is. Use it only where such datasets are shown
+        side by side; every other dataset's name is the same either way.
+
+    Returns
+    -------
+    name : str
+        E.g. ``"PhysionetMI"``, ``"BNCI2014_001"``, ``"SimulatedMI"``.
+    """
+    if isinstance(dataset_or_name, BaseDataset):
+        name, code = type(dataset_or_name).__name__, dataset_or_name.code
+    elif isinstance(dataset_or_name, type):
+        return dataset_or_name.__name__
+    else:
+        name = code = str(dataset_or_name)
+    simulated = _SIMULATED_CODE.match(code)
+    if simulated:
+        return (f"SimulatedMI (parameters {simulated.group(1)})" if distinguish
+                else "SimulatedMI")
+    if isinstance(dataset_or_name, BaseDataset):
+        return name
+    try:
+        return _dataset_class(name).__name__
+    except ValueError:  # not a catalogued dataset: its own name is all we have
+        return name
 
 
 def _dataset_class(name):
