@@ -38,6 +38,14 @@ from matplotlib.figure import Figure
 from mne.utils import logger, verbose as _verbose, warn
 from sklearn.metrics import roc_auc_score
 
+from .figures import (
+    DIVERGING_CMAP,
+    DOUBLE_COLUMN,
+    MAX_HEIGHT,
+    figure_size,
+    figure_style,
+)
+
 __all__ = [
     "Exploration",
     "load_subject_epochs",
@@ -674,11 +682,19 @@ def _lateralisation(erd: dict, bands: dict, threshold: float) -> dict | None:
 
 
 def _plot_tfr_grid(maps, times, freqs, classes, channels, window, baseline):
+    with figure_style():
+        return _draw_tfr_grid(maps, times, freqs, classes, channels, window, baseline)
+
+
+def _draw_tfr_grid(maps, times, freqs, classes, channels, window, baseline):
     n_rows, n_cols = len(classes), len(channels)
+    # Full page width whatever the channel count; each row about as tall as
+    # a panel is wide, so maps keep their proportions.
+    panel = min(DOUBLE_COLUMN / max(n_cols, 1), 2.2)
     fig, axes = plt.subplots(
         n_rows,
         n_cols,
-        figsize=(3.2 * n_cols + 1.0, 2.6 * n_rows + 0.4),
+        figsize=(DOUBLE_COLUMN, min(0.75 * panel * n_rows + 0.5, MAX_HEIGHT)),
         sharex=True,
         sharey=True,
         squeeze=False,
@@ -696,23 +712,24 @@ def _plot_tfr_grid(maps, times, freqs, classes, channels, window, baseline):
                 times,
                 freqs,
                 maps[cls][ci],
-                cmap="RdBu_r",
+                cmap=DIVERGING_CMAP,
                 vmin=-vmax,
                 vmax=vmax,
                 shading="nearest",
                 rasterized=True,
             )
-            ax.axvline(0.0, color="k", lw=1.2, ls="--")
+            ax.axvline(0.0, color="k", lw=0.9, ls="--")
             ax.axvspan(*baseline, color="0.5", alpha=0.12, lw=0)
             for t in window:
                 ax.axvline(t, color="0.3", lw=0.6, ls=":")
-            ax.set_title(f"{cls} · {ch}", fontsize=10)
+            ax.set_title(f"{cls} · {ch}")
             if ri == n_rows - 1:
                 ax.set_xlabel("Time from cue (s)")
             if ci == 0:
                 ax.set_ylabel("Frequency (Hz)")
-    fig.colorbar(mesh, ax=axes, label="Power change from baseline (%)", shrink=0.9)
-    fig.suptitle("ERD (blue) / ERS (red); dashed line: cue")
+    fig.colorbar(mesh, ax=axes, label="Power change from baseline (%)", shrink=0.9,
+                 aspect=30)
+    fig.suptitle("ERD (blue) / ERS (red); dashed line: cue; grey: baseline")
     return fig
 
 
@@ -906,6 +923,11 @@ def _has_positions(info) -> bool:
 
 
 def _plot_effect_sizes(epochs, channels, bands, g, best, contrast):
+    with figure_style():
+        return _draw_effect_sizes(epochs, channels, bands, g, best, contrast)
+
+
+def _draw_effect_sizes(epochs, channels, bands, g, best, contrast):
     values = np.concatenate([g[name] for name in bands])
     vmax = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
     vmax = vmax or 1.0
@@ -917,8 +939,11 @@ def _plot_effect_sizes(epochs, channels, bands, g, best, contrast):
     # interpolate between; otherwise show the same numbers as bars.
     if len(channels) >= 4 and _has_positions(info):
         n = len(bands)
+        # One topography per band, at most ~2.4 in each, within a page width.
+        width = min(DOUBLE_COLUMN, 2.4 * n + 0.8)
         fig, axes = plt.subplots(
-            1, n, figsize=(3.2 * n + 1.2, 3.4), squeeze=False, layout="constrained"
+            1, n, figsize=(width, min((width - 0.8) / n + 0.5, MAX_HEIGHT)),
+            squeeze=False, layout="constrained",
         )
         im = None
         for ax, name in zip(axes[0], bands):
@@ -930,29 +955,31 @@ def _plot_effect_sizes(epochs, channels, bands, g, best, contrast):
                 g[name],
                 info,
                 axes=ax,
-                cmap="RdBu_r",
+                cmap=DIVERGING_CMAP,
                 vlim=(-vmax, vmax),
                 mask=mask,
-                mask_params=dict(marker="o", markerfacecolor="k", markersize=6),
+                mask_params=dict(marker="o", markerfacecolor="k", markersize=4),
                 contours=0,
                 show=False,
             )
             lo, hi = bands[name]
             ax.set_title(f"{name} ({lo:g}–{hi:g} Hz)")
-        fig.colorbar(im, ax=axes, label="Hedges' g", shrink=0.8)
+        fig.colorbar(im, ax=axes, label="Hedges' g", shrink=0.8, aspect=30)
     else:
+        # A column for a few bars, the page width for many.
+        wide = len(channels) * len(bands) > 8
         fig, ax = plt.subplots(
-            figsize=(max(4.0, 0.5 * len(channels) * len(bands) + 2), 3.4),
+            figsize=figure_size("double" if wide else "single", aspect=0.35 if wide else 0.7),
             layout="constrained",
         )
         width = 0.8 / len(bands)
         x = np.arange(len(channels))
         for bi, name in enumerate(bands):
             ax.bar(x + (bi - (len(bands) - 1) / 2) * width, g[name], width, label=name)
-        ax.axhline(0, color="k", lw=0.8)
+        ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(x, channels, rotation=90 if len(channels) > 12 else 0)
         ax.set_ylabel("Hedges' g")
-        ax.legend()
+        ax.legend(title="band")
     fig.suptitle(title)
     return fig
 
@@ -1091,21 +1118,35 @@ def psd(
 
 
 def _plot_psd(freqs, mean_db, classes, channels, mu_peak):
+    with figure_style():
+        return _draw_psd(freqs, mean_db, classes, channels, mu_peak)
+
+
+def _draw_psd(freqs, mean_db, classes, channels, mu_peak):
     n = len(channels)
+    # Up to four spectra side by side on a page width, then further rows.
+    n_cols = min(n, 4)
+    n_rows = -(-n // n_cols)
     fig, axes = plt.subplots(
-        1, n, figsize=(3.4 * n, 3.2), sharey=True, squeeze=False, layout="constrained"
+        n_rows, n_cols, figsize=figure_size("double", aspect=0.3, n_rows=n_rows),
+        sharey=True, squeeze=False, layout="constrained",
     )
-    for ci, (ax, ch) in enumerate(zip(axes[0], channels)):
-        for (name, (lo, hi)), color in zip(DEFAULT_BANDS.items(), ("C2", "C4")):
-            ax.axvspan(lo, hi, color=color, alpha=0.12, lw=0, label=f"{name} band")
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    # Bands in greys, so the classes alone take the palette's colours.
+    band_shades = ("0.55", "0.8")
+    for ci, (ax, ch) in enumerate(zip(axes.ravel(), channels)):
+        for (name, (lo, hi)), shade in zip(DEFAULT_BANDS.items(), band_shades):
+            ax.axvspan(lo, hi, color=shade, alpha=0.25, lw=0, label=f"{name} band")
         for cls in classes:
-            ax.plot(freqs, mean_db[cls][ci], lw=1.4, label=cls)
+            ax.plot(freqs, mean_db[cls][ci], lw=1.0, label=cls)
         if mu_peak["frequency_hz"] is not None:
             ax.axvline(mu_peak["frequency_hz"], color="k", ls=":", lw=0.8)
         ax.set_title(ch)
         ax.set_xlabel("Frequency (Hz)")
-    axes[0, 0].set_ylabel("PSD (dB re 1 µV²/Hz)")
-    axes[0, -1].legend(fontsize=8)
+    for row in axes:
+        row[0].set_ylabel("PSD (dB re 1 µV²/Hz)")
+    axes.ravel()[n - 1].legend()
     fig.suptitle(f"Task-window spectra; dotted: mu peak {mu_peak['frequency_hz']} Hz")
     return fig
 

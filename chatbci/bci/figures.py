@@ -182,3 +182,262 @@ def metric_label(metric):
 # ---------------------------------------------------------------------------
 # Benchmark figures
 # ---------------------------------------------------------------------------
+
+class FigureError(ValueError):
+    """Results that cannot be drawn as asked."""
+
+
+def dataset_label(code):
+    """The one display name of a dataset (``"PhysionetMI"``), from any of its names.
+
+    Uses :func:`chatbci.bci.datasets.display_name`, so plots, tables and
+    exports name a dataset alike.
+    """
+    from chatbci.bci import datasets
+
+    display_name = getattr(datasets, "display_name", None)
+    if display_name is not None:
+        return display_name(code)
+    # Until the catalog's display_name is there: its class name, which MOABB
+    # codes ("PhysionetMotorImagery") and seeded simulated codes map to.
+    try:
+        return datasets._dataset_class(str(code)).__name__
+    except (ValueError, TypeError, KeyError):
+        return str(code)
+
+
+def _check_results(results, min_pipelines=1):
+    required = {"score", "subject", "dataset", "pipeline"}
+    if not isinstance(results, pd.DataFrame) or not required <= set(results.columns):
+        raise FigureError(
+            "Expected a benchmark results DataFrame with columns "
+            f"{sorted(required)} (from chatbci.bci.benchmark.run_benchmark or MOABB)."
+        )
+    if results.empty:
+        raise FigureError("The results are empty; run a benchmark first.")
+    n = results["pipeline"].nunique()
+    if n < min_pipelines:
+        raise FigureError(
+            f"This plot needs at least {min_pipelines} pipelines; the results hold {n}: "
+            f"{sorted(map(str, results['pipeline'].unique()))}."
+        )
+
+
+def _per_subject(results):
+    """One score per (dataset, pipeline, subject): sessions averaged, as the tables do."""
+    df = results.copy()
+    df["score"] = df["score"].astype(float)
+    df["subject"] = df["subject"].astype(str)
+    df["dataset"] = df["dataset"].map(dataset_label)
+    df["pipeline"] = df["pipeline"].astype(str)
+    return df.groupby(["dataset", "pipeline", "subject"], observed=True, sort=False)[
+        "score"].mean().reset_index()
+
+
+def _infer_metric(results, metric):
+    if metric is not None:
+        return metric
+    info = results.attrs.get("chatbci") if hasattr(results, "attrs") else None
+    if isinstance(info, dict) and info.get("scoring"):
+        return info["scoring"]
+    if "n_classes" in results.columns and results["n_classes"].nunique() == 1:
+        # MOABB scores two-class imagery by ROC AUC and more classes by accuracy.
+        return "roc_auc" if int(results["n_classes"].iloc[0]) == 2 else "accuracy"
+    return None
+
+
+def _infer_chance(results, metric, chance_level):
+    if chance_level is not None:
+        return float(chance_level)
+    if metric == "roc_auc":
+        return 0.5
+    if metric in ("accuracy", "balanced_accuracy") and "n_classes" in results.columns:
+        n = results["n_classes"].dropna()
+        if n.nunique() == 1:
+            return 1.0 / float(n.iloc[0])
+    return None
+
+
+def _limits(values, chance, full_range, pad_fraction=0.06):
+    """Axis limits that show every value and the chance line, within the metric's range."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    lo, hi = float(values.min()), float(values.max())
+    if chance is not None:
+        lo, hi = min(lo, chance), max(hi, chance)
+    pad = max((hi - lo) * pad_fraction, 0.02)
+    lo, hi = lo - pad, hi + pad
+    if full_range is not None:
+        # Never beyond the metric's own range, but keep markers on the edge visible.
+        edge = 0.02 * (full_range[1] - full_range[0])
+        lo = max(lo, full_range[0] - edge)
+        hi = min(hi, full_range[1] + edge)
+    return lo, hi
+
+
+def score_plot(results, pipelines=None, chance_level=None, metric=None, ax=None):
+    """Scores of each pipeline: every subject a point, with the mean ± sd.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        Benchmark results (MOABB's columns: ``score``, ``subject``,
+        ``dataset``, ``pipeline``...). Sessions are averaged per subject, as
+        in the results tables.
+    pipelines : list of str | None
+        Pipelines to draw, in this order; all (best mean first) when None.
+    chance_level : float | None
+        Where to draw the chance line; inferred from the metric when None
+        (0.5 for ROC AUC, 1 / n_classes for accuracy).
+    metric : str | None
+        The scorer the scores come from (``"roc_auc"``...), for the axis
+        label and range; inferred from ``n_classes`` as MOABB chooses it
+        when None.
+    ax : matplotlib.axes.Axes | None
+        Draw into these axes instead of a new figure.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        Not shown; ``plt.close(fig)`` when done.
+    """
+    import matplotlib.pyplot as plt
+
+    _check_results(results)
+    df = _per_subject(results)
+    if pipelines is not None:
+        pipelines = [str(p) for p in pipelines]
+        unknown = sorted(set(pipelines) - set(df["pipeline"]))
+        if unknown:
+            raise FigureError(f"No pipeline {unknown} in the results; have "
+                              f"{sorted(set(df['pipeline']))}.")
+        df = df[df["pipeline"].isin(pipelines)]
+    else:
+        pipelines = list(df.groupby("pipeline")["score"].mean().sort_values(
+            ascending=False).index)
+    metric = _infer_metric(results, metric)
+    label, full_range = metric_label(metric)
+    chance = _infer_chance(results, metric, chance_level)
+    datasets = list(dict.fromkeys(df["dataset"]))
+
+    with figure_style():
+        if ax is None:
+            height = min(0.9 + 0.32 * len(pipelines) * max(1, len(datasets) ** 0.5), MAX_HEIGHT)
+            fig, ax = plt.subplots(figsize=(SINGLE_COLUMN, height), layout="constrained")
+        else:
+            fig = ax.figure
+        rng = np.random.default_rng(0)  # fixed jitter: the same figure every time
+        n_sets = len(datasets)
+        for d, dataset in enumerate(datasets):
+            colour = PALETTE[d % len(PALETTE)]
+            # Datasets side by side within a pipeline's row.
+            offset = (d - (n_sets - 1) / 2) * (0.7 / max(n_sets, 1)) if n_sets > 1 else 0.0
+            for i, pipe in enumerate(pipelines):
+                s = df[(df["pipeline"] == pipe) & (df["dataset"] == dataset)]["score"].to_numpy()
+                if not len(s):
+                    continue
+                y = i + offset + rng.uniform(-0.12, 0.12, len(s)) / max(n_sets, 1)
+                ax.scatter(s, y, s=14, facecolor=colour, edgecolor="white", linewidth=0.4,
+                           alpha=0.85, zorder=3, gid="subjects",
+                           label=dataset if i == 0 else None)
+                mean, sd = float(np.mean(s)), float(np.std(s, ddof=1)) if len(s) > 1 else 0.0
+                ax.errorbar(mean, i + offset, xerr=sd, fmt="D", color="black",
+                            markersize=3.5, elinewidth=0.9, capsize=2, zorder=4)
+        if chance is not None:
+            ax.axvline(chance, color="0.35", linestyle="--", linewidth=0.8, zorder=1)
+            ax.annotate("chance", (chance, 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(2, -2), textcoords="offset points", ha="left", va="top",
+                        fontsize=6.5, color="0.35")
+        ax.set_xlim(*_limits(df["score"], chance, full_range))
+        ax.set_yticks(range(len(pipelines)), pipelines)
+        ax.set_ylim(len(pipelines) - 0.5, -0.5)
+        ax.set_xlabel(label)
+        n_sub = df.groupby("dataset")["subject"].nunique()
+        if n_sets > 1:
+            ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=min(n_sets, 3),
+                      handletextpad=0.2, columnspacing=0.8, borderaxespad=0.2)
+        else:
+            ax.set_title(f"{datasets[0]}, {int(n_sub.iloc[0])} subjects", loc="left")
+    return fig
+
+
+def paired_plot(results, pipeline_a, pipeline_b, chance_level=None, metric=None, ax=None):
+    """One pipeline against another, subject by subject.
+
+    Each point is a subject (sessions averaged): its score with
+    ``pipeline_a`` on x and ``pipeline_b`` on y. Points above the diagonal
+    are subjects ``pipeline_b`` decodes better. Both axes share the same
+    limits, fitted to the data and the chance level.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        Benchmark results holding both pipelines.
+    pipeline_a, pipeline_b : str
+        Pipelines on the x and y axes.
+    chance_level : float | None
+        Chance level lines; inferred from the metric when None.
+    metric : str | None
+        The scorer (``"roc_auc"``...); inferred as MOABB chooses it when None.
+    ax : matplotlib.axes.Axes | None
+        Draw into these axes instead of a new figure.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+
+    Raises
+    ------
+    FigureError
+        A pipeline is not in the results, or no subject has scores for both.
+    """
+    import matplotlib.pyplot as plt
+
+    _check_results(results, min_pipelines=2)
+    pipeline_a, pipeline_b = str(pipeline_a), str(pipeline_b)
+    df = _per_subject(results)
+    known = set(df["pipeline"])
+    for name in (pipeline_a, pipeline_b):
+        if name not in known:
+            raise FigureError(f"No pipeline {name!r} in the results; have {sorted(known)}.")
+    wide = df.pivot_table(index=["dataset", "subject"], columns="pipeline", values="score")
+    wide = wide[[pipeline_a, pipeline_b]].dropna()
+    if wide.empty:
+        raise FigureError(f"No subject has scores for both {pipeline_a} and {pipeline_b}; "
+                          "benchmark them on the same subjects.")
+    metric = _infer_metric(results, metric)
+    label, full_range = metric_label(metric)
+    chance = _infer_chance(results, metric, chance_level)
+    lo, hi = _limits(wide.to_numpy().ravel(), chance, full_range)
+    datasets = list(dict.fromkeys(wide.index.get_level_values("dataset")))
+
+    with figure_style():
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(SINGLE_COLUMN, SINGLE_COLUMN), layout="constrained")
+        else:
+            fig = ax.figure
+        ax.plot([lo, hi], [lo, hi], color="0.35", linewidth=0.8, zorder=1)
+        if chance is not None:
+            ax.axvline(chance, color="0.6", linestyle="--", linewidth=0.7, zorder=1)
+            ax.axhline(chance, color="0.6", linestyle="--", linewidth=0.7, zorder=1)
+        for d, dataset in enumerate(datasets):
+            part = wide.xs(dataset, level="dataset")
+            # Open markers: subjects with equal scores stay visible as one thicker ring.
+            ax.scatter(part[pipeline_a], part[pipeline_b], s=22, marker="o",
+                       facecolor="none", edgecolor=PALETTE[d % len(PALETTE)], linewidth=1.0,
+                       zorder=3, gid="subjects",
+                       label=f"{dataset} ({len(part)} subjects)")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_xlabel(f"{pipeline_a}: {label}")
+        ax.set_ylabel(f"{pipeline_b}: {label}")
+        above = int((wide[pipeline_b] > wide[pipeline_a]).sum())
+        below = int((wide[pipeline_b] < wide[pipeline_a]).sum())
+        ax.text(0.03, 0.97, f"{pipeline_b} higher: {above}", transform=ax.transAxes,
+                ha="left", va="top", fontsize=7)
+        ax.text(0.97, 0.03, f"{pipeline_a} higher: {below}", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=7)
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), borderaxespad=0.2,
+                  handletextpad=0.3)
+    return fig

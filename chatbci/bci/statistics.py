@@ -3,7 +3,8 @@
 Thin, documented wrappers around :mod:`moabb.analysis`: per-dataset paired
 tests between pipelines (permutation test below 20 subjects, Wilcoxon above,
 as MOABB decides), standardised mean differences as effect sizes, combined
-over datasets with Stouffer's method; score and paired plots.
+over datasets with Stouffer's method. The score and paired plots live in
+:mod:`chatbci.bci.figures` (re-exported here).
 """
 
 from __future__ import annotations
@@ -172,29 +173,31 @@ def format_summary(table, digits=3):
     return "\n".join(lines)
 
 
-def score_plot(results, pipelines=None, chance_level=None):
-    """MOABB's score plot (subjects as points, pipelines as colours)."""
-    import contextlib
-    import io
-    import warnings
+def score_plot(results, pipelines=None, chance_level=None, **kwargs):
+    """Every subject's score per pipeline; see :func:`chatbci.bci.figures.score_plot`.
 
-    from moabb.analysis.plotting import score_plot as _score_plot
+    Kept here so ``from chatbci.bci.statistics import score_plot`` works;
+    errors are :class:`StatisticsError`, as for the rest of this module.
+    """
+    from .figures import FigureError
+    from .figures import score_plot as _score_plot
 
-    _check_results(results)
-    # MOABB prints and warns about cosmetic choices (name shortening, palette size).
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fig, _ = _score_plot(results, pipelines=pipelines, chance_level=chance_level)
-    return fig
+    try:
+        return _score_plot(results, pipelines=pipelines, chance_level=chance_level, **kwargs)
+    except FigureError as err:
+        raise StatisticsError(str(err)) from None
 
 
-def paired_plot(results, pipeline_a, pipeline_b):
-    """MOABB's paired plot: one pipeline against another, subject by subject."""
-    from moabb.analysis.plotting import paired_plot as _paired_plot
+def paired_plot(results, pipeline_a, pipeline_b, **kwargs):
+    """One pipeline against another per subject; see :func:`chatbci.bci.figures.paired_plot`.
 
-    _check_results(results, min_pipelines=2)
-    known = set(results["pipeline"])
-    for name in (pipeline_a, pipeline_b):
-        if name not in known:
-            raise StatisticsError(f"No pipeline {name!r} in the results; have {sorted(known)}.")
-    return _paired_plot(results, pipeline_a, pipeline_b)
+    Kept here so ``from chatbci.bci.statistics import paired_plot`` works;
+    errors are :class:`StatisticsError`, as for the rest of this module.
+    """
+    from .figures import FigureError
+    from .figures import paired_plot as _paired_plot
+
+    try:
+        return _paired_plot(results, pipeline_a, pipeline_b, **kwargs)
+    except FigureError as err:
+        raise StatisticsError(str(err)) from None
