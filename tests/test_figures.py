@@ -168,3 +168,13 @@ def test_figure_size_and_clear_errors():
                           _results({"B": [0.6, 0.7]}).assign(subject=lambda d: d.subject + "0")])
     with pytest.raises(figures.FigureError, match="same subjects"):
         paired_plot(disjoint, "A", "B")
+
+
+def test_two_simulated_datasets_stay_apart():
+    # Same display name, different parameters: drawn as two datasets.
+    results = pd.concat([_results(LOW_SUBJECTS, dataset="SimulatedMI-6b48168cb2"),
+                         _results(LOW_SUBJECTS, dataset="SimulatedMI-0123456789")])
+    fig = paired_plot(results, "TS+LR", "MDM")
+    assert len(_subject_points(fig)) == 2 * 6
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(legend) == 2 and len(set(legend)) == 2

@@ -187,23 +187,28 @@ class FigureError(ValueError):
     """Results that cannot be drawn as asked."""
 
 
-def dataset_label(code):
-    """The one display name of a dataset (``"PhysionetMI"``), from any of its names.
+def dataset_labels(codes):
+    """The display name of each dataset code, as tables and exports show it.
 
-    Uses :func:`chatbci.bci.datasets.display_name`, so plots, tables and
-    exports name a dataset alike.
+    :func:`chatbci.bci.datasets.display_name` (``"PhysionetMotorImagery"``
+    -> ``"PhysionetMI"``); only where two codes would share a name (two
+    differently-parameterised simulated datasets) is the difference kept.
+
+    Parameters
+    ----------
+    codes : iterable of str
+
+    Returns
+    -------
+    labels : dict of str to str
     """
-    from chatbci.bci import datasets
+    from chatbci.bci.datasets import display_name
 
-    display_name = getattr(datasets, "display_name", None)
-    if display_name is not None:
-        return display_name(code)
-    # Until the catalog's display_name is there: its class name, which MOABB
-    # codes ("PhysionetMotorImagery") and seeded simulated codes map to.
-    try:
-        return datasets._dataset_class(str(code)).__name__
-    except (ValueError, TypeError, KeyError):
-        return str(code)
+    codes = list(dict.fromkeys(map(str, codes)))
+    plain = {code: display_name(code) for code in codes}
+    shared = {name for name in plain.values() if list(plain.values()).count(name) > 1}
+    return {code: display_name(code, distinguish=True) if name in shared else name
+            for code, name in plain.items()}
 
 
 def _check_results(results, min_pipelines=1):
@@ -228,7 +233,8 @@ def _per_subject(results):
     df = results.copy()
     df["score"] = df["score"].astype(float)
     df["subject"] = df["subject"].astype(str)
-    df["dataset"] = df["dataset"].map(dataset_label)
+    df["dataset"] = df["dataset"].astype(str)
+    df["dataset"] = df["dataset"].map(dataset_labels(df["dataset"]))
     df["pipeline"] = df["pipeline"].astype(str)
     return df.groupby(["dataset", "pipeline", "subject"], observed=True, sort=False)[
         "score"].mean().reset_index()
