@@ -14,7 +14,10 @@ twice per fold. Both are wasted work:
   starts with it, so it is fitted once per fold (:class:`FoldRunner`).
 
 Both keep the numbers of the unshared computation: the same estimators see
-the same inputs, only fewer times.
+the same inputs, only fewer times, and every step is called the way
+scikit-learn's :class:`~sklearn.pipeline.Pipeline` calls it
+(:func:`fit_transform_step`), so a transformer whose ``fit`` requires ``y``
+(MOABB's ``LogVariance``, ``AugmentedDataset``) runs here as it runs in MOABB.
 """
 
 from __future__ import annotations
@@ -33,6 +36,33 @@ def step_key(estimator) -> str:
     """Identity of an unfitted estimator: its class and all its parameters."""
     return joblib.hash((type(estimator).__module__, type(estimator).__qualname__,
                         clone(estimator).get_params(deep=True)))
+
+
+def fit_transform_step(estimator, X, y):
+    """Fit a transformer and transform its training data, as Pipeline does.
+
+    Mirrors scikit-learn's ``Pipeline.fit`` for an intermediate step: its own
+    ``fit_transform`` when it has one (it may differ from ``fit`` then
+    ``transform``), else ``fit(X, y).transform(X)``; ``y`` is always passed,
+    positionally, so ``fit(self, X, y)`` signatures without a default work.
+
+    Parameters
+    ----------
+    estimator : transformer
+        An unfitted (cloned) step; fitted in place.
+    X : array-like
+        Training data of the step.
+    y : array-like | None
+        Training labels.
+
+    Returns
+    -------
+    Xt : array-like
+        The transformed training data.
+    """
+    if hasattr(estimator, "fit_transform"):
+        return estimator.fit_transform(X, y)
+    return estimator.fit(X, y).transform(X)
 
 
 def _grid_steps(param_grid) -> set[str]:
@@ -76,21 +106,45 @@ class StatelessCache:
     """Outputs of stateless step chains on all epochs of one subject.
 
     Two pipelines whose heads are the same chain share one array.
+
+    Parameters
+    ----------
+    X : array-like
+        All epochs of the subject (or of all subjects, cross-subject).
+    y : array-like
+        Their labels, passed to each step's ``fit`` as a Pipeline would. A
+        stateless step (see :func:`~chatbci.bci.pipelines.is_stateless`)
+        learns nothing in ``fit``, so the labels of test epochs cannot leak
+        into its output.
     """
 
-    def __init__(self, X):
+    def __init__(self, X, y):
+        self._y = y
         self._arrays = {(): X}
 
     def transform(self, head):
-        """Apply the chain ``head`` to all epochs (once per distinct chain)."""
+        """Apply the chain ``head`` to all epochs (once per distinct chain).
+
+        Returns
+        -------
+        key : tuple
+            Identity of the chain (equal chains share it).
+        Xh : array-like | None
+            The chain's output; None when a step changed the number of
+            epochs, which cannot be shared: per-fold indices would no longer
+            point at the right rows, so the caller fits the whole pipeline
+            per fold instead.
+        """
         key = ()
         X = self._arrays[()]
         for _, est in head:
             parent, key = key, key + (step_key(est),)
             if key not in self._arrays:
-                self._arrays[key] = clone(est).fit(self._arrays[parent]).transform(
-                    self._arrays[parent]
-                )
+                Xp = self._arrays[parent]
+                Xt = None if Xp is None else fit_transform_step(clone(est), Xp, self._y)
+                if Xt is not None and len(Xt) != len(Xp):
+                    Xt = None
+                self._arrays[key] = Xt
             X = self._arrays[key]
         return key, X
 
@@ -123,8 +177,7 @@ class FoldRunner:
                 Xtr, Xtes, _ = self._cache[parent]
                 fitted = clone(est)
                 t0 = perf_counter()
-                # Pipeline.fit calls fit_transform on intermediate steps; so do we.
-                Xtr_new = fitted.fit_transform(Xtr, self.y_train)
+                Xtr_new = fit_transform_step(fitted, Xtr, self.y_train)
                 elapsed = perf_counter() - t0
                 self._cache[key] = (Xtr_new, [fitted.transform(X) for X in Xtes], elapsed)
         return key

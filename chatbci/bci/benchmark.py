@@ -476,17 +476,21 @@ def _splitter(evaluation, random_state):
                                 calibration_size=0.0, calibration_labeled=False)
 
 
-def _plan(X, entries):
+def _plan(X, y, entries):
     """Apply each pipeline's stateless head once; keep the per-fold tails.
 
     Returns a dict name -> (head key, tail steps, head output, param grid).
-    Pipelines with the same head share one output array.
+    Pipelines with the same head share one output array. A head that cannot
+    be shared (it changed the number of epochs) is fitted per fold with the
+    rest of its pipeline.
     """
-    cache = _sharing.StatelessCache(X)
+    cache = _sharing.StatelessCache(X, y)
     plans = {}
     for entry in entries:
         head, tail = _sharing.split_pipeline(entry.estimator, entry.param_grid)
         head_key, Xh = cache.transform(head)
+        if Xh is None:
+            (head_key, Xh), tail = cache.transform([]), head + tail
         plans[entry.name] = (head_key, tail, Xh, entry.param_grid)
     return plans
 
@@ -825,7 +829,7 @@ def _run_task(task, check=None):
         chosen = [(f, folds[f]) for f in range(i, len(folds), k)]
         records = []
         if chosen:
-            records = _score_folds(_plan(X, task.entries), y, metadata, chosen,
+            records = _score_folds(_plan(X, y, task.entries), y, metadata, chosen,
                                    task.paradigm.scoring, task.random_state,
                                    score_per_session=False, check=check)
         return {"records": records, "n_channels": X.shape[1], "n_folds": len(folds),
@@ -1257,7 +1261,7 @@ class _Run:
         # Stateless heads (covariances) once for all subjects; the folds get
         # these small arrays instead of the raw epochs, from one file that
         # each worker memory-maps (a remote backend gets them inline).
-        plans = _plan(X, entries)
+        plans = _plan(X, y, entries)
         n_channels = X.shape[1]
         del X
         inline = {"plans": plans, "y": y, "metadata": metadata}
