@@ -46,6 +46,58 @@ def estimate_tokens(text: str) -> int:
     return -(-len(text) // CHARS_PER_TOKEN)
 
 
+class TokenGauge:
+    """Token counts of requests, learnt from what the server reports.
+
+    chatbci ships no tokenizer: :func:`estimate_tokens` counts characters.
+    Tokenizers differ, and small models' are dense on JSON: recorded with
+    Qwen2.5 on llama.cpp, requests came to 3.4-4.2 characters per token, so
+    a plain 4-characters estimate let a request overflow an 8,192-token
+    context. The gauge scales raw estimates by ``ratio`` (server tokens per
+    estimated token), which starts conservative and follows each reported
+    ``prompt_tokens`` (or the count in a context-size error): up at once,
+    down slowly, so one short request cannot make the next one overflow.
+
+    Parameters
+    ----------
+    ratio : float
+        The starting ratio, before the server has reported anything.
+    margin : float
+        Headroom on top of an observed ratio.
+
+    Attributes
+    ----------
+    ratio : float
+        Server tokens per raw estimated token, within [1, 4].
+    observed : int
+        How many counts the ratio has learnt from.
+    """
+
+    def __init__(self, ratio: float = 1.2, margin: float = 1.05):
+        self.ratio = float(ratio)
+        self.margin = float(margin)
+        self.observed = 0
+
+    def tokens(self, raw_estimate: int) -> int:
+        """Server tokens expected for a request estimated at ``raw_estimate``."""
+        return int(-(-raw_estimate * self.ratio // 1))
+
+    def raw(self, tokens: int) -> int:
+        """The raw estimate that ``tokens`` server tokens correspond to."""
+        return int(tokens / self.ratio)
+
+    def observe(self, raw_estimate: int | None, actual: int | None) -> None:
+        """Learn from the server's count ``actual`` of a request estimated at ``raw_estimate``."""
+        if not raw_estimate or not actual or raw_estimate <= 0 or actual <= 0:
+            return
+        seen = min(4.0, max(1.0, actual / raw_estimate * self.margin))
+        if self.observed == 0 or seen > self.ratio:
+            self.ratio = seen
+        else:  # smaller requests can be denser: come down halfway only
+            self.ratio = (self.ratio + seen) / 2
+        self.observed += 1
+
+
 def _clip(text, n):
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"

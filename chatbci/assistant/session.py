@@ -29,7 +29,7 @@ from pathlib import Path
 
 from . import prompts
 from .autonomy import AutonomyPolicy, Spend
-from .context import data_block, render_state, workspace_state
+from .context import TokenGauge, data_block, estimate_tokens, render_state, workspace_state
 from .tools import MAX_ARGUMENTS_CHARS, TOOLS, Cost, ToolContext, ToolError, clip_text
 from ..workspace.secrets import scrub_text, scrub_text_counted
 
@@ -153,6 +153,9 @@ class Session:
         self._turn_start = 0  # index in _history of this turn's first message
         self._prompt_refs = {}
         self._notices: list[str] = []
+        # Learns the server's tokenizer from reported usage (context budgeting).
+        self.tokens = TokenGauge()
+        self._sent_estimate = None  # raw token estimate of the last request sent
         self._lock = threading.RLock()
         cfg = self.workspace.config
         self._session_event = self.workspace.journal.start_session(
@@ -225,16 +228,19 @@ class Session:
     def _request(self, text, tools, *, shrink=1):
         """System prompt, state and the history that fits the model's context.
 
-        ``shrink`` > 1 divides the budgets (used once after the server said
-        the request was too long).
+        Sizes are raw character estimates scaled by :attr:`tokens`, the gauge
+        that learns the server's tokenizer. ``shrink`` > 1 divides the history
+        budget (used once after the server said the request was too long).
         """
-        from .context import estimate_tokens
-
         msgs, refs = self._messages(text)
-        fixed = estimate_tokens(msgs[0]["content"]) + estimate_tokens(json.dumps(tools))
-        budget = self._history_budget(fixed) // shrink
+        fixed = estimate_tokens(msgs[0]["content"])
+        if self._tool_mode() != "text":  # text mode describes the tools in the prompt instead
+            fixed += estimate_tokens(json.dumps(tools))
+        budget = self.tokens.raw(self._history_budget(self.tokens.tokens(fixed))) // shrink
         history = _fit(self._history, budget, keep_from=self._turn_start)
-        return msgs + history, refs
+        messages = msgs + history
+        self._sent_estimate = fixed + sum(map(_message_tokens, history))
+        return messages, refs
 
     def _remember(self, *messages):
         self._history.extend(messages)
@@ -244,7 +250,7 @@ class Session:
                                  max_messages=HISTORY_MESSAGES)
 
     def _history_budget(self, fixed_tokens):
-        """Tokens of history that fit beside ``fixed_tokens`` (system + tools)."""
+        """Server tokens of history that fit beside ``fixed_tokens`` (system + tools)."""
         context = None
         get = getattr(self.backend, "context_tokens", None)
         if callable(get):
@@ -367,9 +373,14 @@ class Session:
         for shrink in (1, 4):
             messages, self._prompt_refs = self._request(text, tools, shrink=shrink)
             try:
-                return self.backend.complete(messages, tools=tools, on_delta=delta,
-                                             on_reset=lambda: turn.deltas.clear())
+                completion = self.backend.complete(messages, tools=tools, on_delta=delta,
+                                                   on_reset=lambda: turn.deltas.clear())
+                self.tokens.observe(self._sent_estimate,
+                                    (getattr(completion, "usage", None) or {}).get("prompt_tokens"))
+                return completion
             except LLMError as err:
+                # The server's count of a request that did not fit teaches the gauge too.
+                self.tokens.observe(self._sent_estimate, getattr(err, "prompt_tokens", None))
                 if getattr(err, "reason", None) == "context_length" and shrink == 1:
                     self._error(turn, clip_text(f"{err} Retrying once with a shorter "
                                                 "history."), err, human_ev.id)
@@ -562,7 +573,7 @@ class Session:
         if result.run is not None:
             self._append(turn, "run", "system", result.run, res_ev.id)
         return data_block(f'source="tool_result" tool="{tool.name}" event="#{res_ev.id}"',
-                     result.summary)
+                          result.for_model)
 
     # -- the human's decisions -------------------------------------------------------
 
@@ -668,8 +679,6 @@ def _tool_signatures():
 
 
 def _message_tokens(message) -> int:
-    from .context import estimate_tokens
-
     return estimate_tokens(json.dumps(message, ensure_ascii=False, default=str))
 
 

@@ -575,7 +575,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(404, f"The model `{body['model']}` does not exist or you do not "
                                  "have access to it.", code="model_not_found")
                 return
-            answer = fake._next_answer(body)
+            prompt = fake.prompt_tokens(body)
+            if fake.enforce_context and fake.n_ctx and prompt > fake.n_ctx:
+                answer = Fault.context_exceeded(prompt, fake.n_ctx)
+            else:
+                answer = fake._next_answer(body)
             record.answer = answer
             _Responder(self, body, answer).run()
         except _Disconnected:
@@ -708,8 +712,7 @@ class _Responder:
     # -- usage --------------------------------------------------------------
 
     def _usage(self) -> dict:
-        # A rough count (about 4 characters per token) is all tests need.
-        prompt = max(1, len(json.dumps(self.body.get("messages", []))) // 4)
+        prompt = self.fake.prompt_tokens(self.body)
         produced = self.answer.content + "".join(name + args for name, args, _ in self.answer.calls)
         completion = max(1, len(produced) // 4)
         return {"prompt_tokens": prompt, "completion_tokens": completion,
@@ -818,6 +821,15 @@ class FakeLLMServer:
     model_info : dict | None
         Extra fields of each ``GET /v1/models`` entry, e.g.
         ``{"max_model_len": 4096}`` as vLLM sends.
+    chars_per_token : float
+        The density of the server's pretend tokenizer: reported
+        ``prompt_tokens`` are the characters of the request's messages and
+        tools divided by this (real small models' tokenizers give about 3.4
+        on chatbci's requests).
+    enforce_context : bool
+        With ``n_ctx``, answer a request whose prompt tokens exceed it with
+        llama.cpp's ``exceed_context_size_error``, as a real server does,
+        instead of the scripted answer (which stays queued).
 
     Attributes
     ----------
@@ -847,9 +859,12 @@ class FakeLLMServer:
                  api_key: str | None = None,
                  default: _Scripted | None = None,
                  responder: Callable[[dict], _Scripted] | None = None,
-                 n_ctx: int | None = None, model_info: Mapping[str, Any] | None = None):
+                 n_ctx: int | None = None, model_info: Mapping[str, Any] | None = None,
+                 chars_per_token: float = 4.0, enforce_context: bool = False):
         self.model = model
         self.n_ctx = n_ctx
+        self.chars_per_token = float(chars_per_token)
+        self.enforce_context = bool(enforce_context)
         self.model_info = dict(model_info or {})
         self.models = list(models) if models else None
         self.api_key = api_key
@@ -954,6 +969,11 @@ class FakeLLMServer:
         """The scripted item that answered each chat-completion request."""
         with self._lock:
             return [r.answer for r in self._chat]
+
+    def prompt_tokens(self, body: Mapping[str, Any]) -> int:
+        """The prompt tokens this server counts for a request ``body``."""
+        sent = json.dumps(body.get("messages", [])) + json.dumps(body.get("tools") or [])
+        return max(1, int(len(sent) / self.chars_per_token))
 
     # -- used by the handler ----------------------------------------------
 

@@ -60,12 +60,23 @@ class ToolResult:
         A benchmark run to record as a ``run`` journal event.
     text : str
         One line for humans (CLI, UI status).
+    brief : dict | None
+        What the model is sent instead of ``summary`` when the summary is
+        large (e.g. per-channel tables of 64 channels): a subset of it, so
+        every number the model may cite is in the journaled summary too.
+        ``None``: the model gets ``summary``.
     """
 
     summary: dict
     artifacts: list[str] = field(default_factory=list)
     run: dict | None = None
     text: str = ""
+    brief: dict | None = None
+
+    @property
+    def for_model(self) -> dict:
+        """The result as the model sees it (``brief`` if set, else ``summary``)."""
+        return self.brief if self.brief is not None else self.summary
 
     @property
     def result_hash(self) -> str:
@@ -422,8 +433,41 @@ def explore_subject(ctx, args):
     artifacts = [ctx.save_figure(item.figure) for item in out.values()]
     summary = {"dataset": args.dataset, "subject": args.subject}
     summary.update({key: _rounded(item.summary, 3) for key, item in out.items()})
-    return ToolResult(summary, artifacts,
+    return ToolResult(summary, artifacts, brief=_explore_brief(summary, args.channels),
                       text=f"explored {args.dataset} subject {args.subject}")
+
+
+#: Per-channel band-power tables the model gets: the channels asked for and the
+#: strongest others. The full tables (64 channels on PhysionetMI: about 3,500
+#: tokens, half a small model's context) stay in the journaled result.
+BRIEF_TOP_CHANNELS = 4
+
+
+def _explore_brief(summary, channels):
+    """``summary`` with its per-channel band-power tables cut to a few channels."""
+    bp = summary.get("band_power")
+    if not isinstance(bp, dict) or not isinstance(bp.get("effect_size"), dict):
+        return None
+    keep = [ch for ch in channels if ch in bp["effect_size"]]
+    for row in bp.get("top") or []:
+        if len(keep) >= len(channels) + BRIEF_TOP_CHANNELS:
+            break
+        if row.get("channel") not in keep:
+            keep.append(row.get("channel"))
+    n_all = len(bp["effect_size"])
+    if n_all <= len(keep):
+        return None
+
+    def cut(table):
+        return {ch: v for ch, v in table.items() if ch in keep}
+
+    brief_bp = dict(bp, effect_size=cut(bp["effect_size"]), auc=cut(bp.get("auc") or {}))
+    if isinstance(bp.get("mean_power"), dict):
+        brief_bp["mean_power"] = {cls: cut(t) for cls, t in bp["mean_power"].items()}
+    brief_bp["channels_shown"] = (f"{len(keep)} of {n_all}: the ones asked for and the "
+                                  "strongest; all channels are in this event's journaled "
+                                  "result (the human sees them)")
+    return dict(summary, band_power=brief_bp)
 
 
 # ---------------------------------------------------------------------------
