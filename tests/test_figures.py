@@ -178,3 +178,59 @@ def test_two_simulated_datasets_stay_apart():
     assert len(_subject_points(fig)) == 2 * 6
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert len(legend) == 2 and len(set(legend)) == 2
+
+
+def test_figures_are_not_left_in_pyplot():
+    # Jupyter's inline backend shows every open pyplot figure at the end of a
+    # cell, and a returned figure once more: project figures stay out of pyplot.
+    plt.close("all")
+    score_plot(_results(LOW_SUBJECTS))
+    paired_plot(_results(LOW_SUBJECTS), "TS+LR", "MDM")
+    assert plt.get_fignums() == []
+
+
+@pytest.mark.slow
+def test_a_notebook_cell_shows_each_figure_once(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    home = tmp_path / "jupyter"
+    for name, sub in {"JUPYTER_CONFIG_DIR": "config", "JUPYTER_DATA_DIR": "data",
+                      "JUPYTER_RUNTIME_DIR": "runtime", "IPYTHONDIR": "ipython"}.items():
+        (home / sub).mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(name, str(home / sub))
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # Jupyter's own inline backend
+    spec = home / "data" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (ipykernel)", "language": "python"}))
+    setup = ("%matplotlib inline\nimport pandas as pd\n"
+             "from chatbci.bci.statistics import paired_plot, score_plot\n"
+             f"results = pd.DataFrame({_results(LOW_SUBJECTS).to_dict('list')!r})")
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(setup),
+        nbformat.v4.new_code_cell("score_plot(results)"),
+        nbformat.v4.new_code_cell("paired_plot(results, 'TS+LR', 'CSP+LDA')"),
+    ])
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for cell in nb.cells[1:]:
+        images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+        assert len(images) == 1, cell.outputs
+
+
+def test_tutorial_notebooks_are_committed_without_outputs():
+    from pathlib import Path
+
+    import nbformat
+
+    for path in sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        dirty = [i for i, c in enumerate(nb.cells)
+                 if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count"))]
+        assert not dirty, f"{path.name}: clear the outputs of cells {dirty} before committing"

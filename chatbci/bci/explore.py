@@ -31,7 +31,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import matplotlib.pyplot as plt
 import mne
 import numpy as np
 from matplotlib.figure import Figure
@@ -43,6 +42,7 @@ from .figures import (
     DOUBLE_COLUMN,
     MAX_HEIGHT,
     figure_size,
+    new_figure,
     figure_style,
 )
 
@@ -89,8 +89,9 @@ class Exploration:
         JSON-serialisable summary (only ``dict``, ``list``, ``str``,
         ``int``, ``float``, ``bool`` and ``None``), floats rounded.
     figure : matplotlib.figure.Figure
-        The figure illustrating the summary. Close it with
-        ``plt.close(exploration.figure)`` when done.
+        The figure illustrating the summary, in the project's figure style
+        (:mod:`chatbci.bci.figures`). It is not registered with pyplot, so
+        a notebook shows it once and it is freed with its last reference.
     """
 
     summary: dict
@@ -691,7 +692,7 @@ def _draw_tfr_grid(maps, times, freqs, classes, channels, window, baseline):
     # Full page width whatever the channel count; each row about as tall as
     # a panel is wide, so maps keep their proportions.
     panel = min(DOUBLE_COLUMN / max(n_cols, 1), 2.2)
-    fig, axes = plt.subplots(
+    fig, axes = new_figure(
         n_rows,
         n_cols,
         figsize=(DOUBLE_COLUMN, min(0.75 * panel * n_rows + 0.5, MAX_HEIGHT)),
@@ -941,7 +942,7 @@ def _draw_effect_sizes(epochs, channels, bands, g, best, contrast):
         n = len(bands)
         # One topography per band, at most ~2.4 in each, within a page width.
         width = min(DOUBLE_COLUMN, 2.4 * n + 0.8)
-        fig, axes = plt.subplots(
+        fig, axes = new_figure(
             1, n, figsize=(width, min((width - 0.8) / n + 0.5, MAX_HEIGHT)),
             squeeze=False, layout="constrained",
         )
@@ -968,7 +969,7 @@ def _draw_effect_sizes(epochs, channels, bands, g, best, contrast):
     else:
         # A column for a few bars, the page width for many.
         wide = len(channels) * len(bands) > 8
-        fig, ax = plt.subplots(
+        fig, ax = new_figure(
             figsize=figure_size("double" if wide else "single", aspect=0.35 if wide else 0.7),
             layout="constrained",
         )
@@ -1127,7 +1128,7 @@ def _draw_psd(freqs, mean_db, classes, channels, mu_peak):
     # Up to four spectra side by side on a page width, then further rows.
     n_cols = min(n, 4)
     n_rows = -(-n // n_cols)
-    fig, axes = plt.subplots(
+    fig, axes = new_figure(
         n_rows, n_cols, figsize=figure_size("double", aspect=0.3, n_rows=n_rows),
         sharey=True, squeeze=False, layout="constrained",
     )

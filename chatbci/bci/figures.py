@@ -119,14 +119,47 @@ def figure_style(**overrides):
 
     Examples
     --------
-    >>> import matplotlib.pyplot as plt
     >>> with figure_style():
-    ...     fig, ax = plt.subplots(figsize=figure_size())
+    ...     fig, ax = new_figure(figsize=figure_size())
     """
     rc = style_rc()
     rc.update({key.replace("_", ".", 1): value for key, value in overrides.items()})
     with mpl.rc_context(rc):
         yield
+
+
+def new_figure(nrows=1, ncols=1, *, figsize=None, layout="constrained", **subplot_kw):
+    """A figure and its axes, like :func:`matplotlib.pyplot.subplots`, outside pyplot.
+
+    The figure is not registered with pyplot: Jupyter's inline backend shows
+    every pyplot figure at the end of a cell, so a pyplot figure that a cell
+    also returns is shown twice. Returned (or passed to ``display``), this
+    one is shown once, and it is freed with its last reference instead of
+    accumulating until ``plt.close``.
+
+    Parameters
+    ----------
+    nrows, ncols : int
+        Grid of axes.
+    figsize : tuple of float | None
+        Size in inches, e.g. from :func:`figure_size`; the style's default
+        (a single column) when None.
+    layout : str | None
+        Matplotlib layout engine; ``"constrained"`` keeps labels inside the
+        figure.
+    **subplot_kw
+        Passed to :meth:`matplotlib.figure.Figure.subplots` (``sharex``,
+        ``squeeze``...).
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    axes : matplotlib.axes.Axes | numpy.ndarray of Axes
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(nrows, ncols, **subplot_kw)
 
 
 def figure_size(width="single", aspect=0.75, n_rows=1, max_height=MAX_HEIGHT):
@@ -146,7 +179,7 @@ def figure_size(width="single", aspect=0.75, n_rows=1, max_height=MAX_HEIGHT):
     Returns
     -------
     size : tuple of float
-        ``(width, height)`` in inches, for ``plt.subplots(figsize=...)``.
+        ``(width, height)`` in inches, for ``new_figure(figsize=...)``.
     """
     if isinstance(width, str):
         widths = {"single": SINGLE_COLUMN, "double": DOUBLE_COLUMN}
@@ -305,10 +338,9 @@ def score_plot(results, pipelines=None, chance_level=None, metric=None, ax=None)
     Returns
     -------
     fig : matplotlib.figure.Figure
-        Not shown; ``plt.close(fig)`` when done.
+        Not registered with pyplot (see :func:`new_figure`): a notebook
+        cell returning it shows it once.
     """
-    import matplotlib.pyplot as plt
-
     _check_results(results)
     df = _per_subject(results)
     if pipelines is not None:
@@ -329,7 +361,7 @@ def score_plot(results, pipelines=None, chance_level=None, metric=None, ax=None)
     with figure_style():
         if ax is None:
             height = min(0.9 + 0.32 * len(pipelines) * max(1, len(datasets) ** 0.5), MAX_HEIGHT)
-            fig, ax = plt.subplots(figsize=(SINGLE_COLUMN, height), layout="constrained")
+            fig, ax = new_figure(figsize=(SINGLE_COLUMN, height))
         else:
             fig = ax.figure
         rng = np.random.default_rng(0)  # fixed jitter: the same figure every time
@@ -391,14 +423,13 @@ def paired_plot(results, pipeline_a, pipeline_b, chance_level=None, metric=None,
     Returns
     -------
     fig : matplotlib.figure.Figure
+        Not registered with pyplot (see :func:`new_figure`).
 
     Raises
     ------
     FigureError
         A pipeline is not in the results, or no subject has scores for both.
     """
-    import matplotlib.pyplot as plt
-
     _check_results(results, min_pipelines=2)
     pipeline_a, pipeline_b = str(pipeline_a), str(pipeline_b)
     df = _per_subject(results)
@@ -419,7 +450,7 @@ def paired_plot(results, pipeline_a, pipeline_b, chance_level=None, metric=None,
 
     with figure_style():
         if ax is None:
-            fig, ax = plt.subplots(figsize=(SINGLE_COLUMN, SINGLE_COLUMN), layout="constrained")
+            fig, ax = new_figure(figsize=(SINGLE_COLUMN, SINGLE_COLUMN))
         else:
             fig = ax.figure
         ax.plot([lo, hi], [lo, hi], color="0.35", linewidth=0.8, zorder=1)
@@ -446,4 +477,80 @@ def paired_plot(results, pipeline_a, pipeline_b, chance_level=None, metric=None,
                 ha="right", va="bottom", fontsize=7)
         ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), borderaxespad=0.2,
                   handletextpad=0.3)
+    return fig
+
+
+def forest_plot(comparisons, pipe1, pipe2, ax=None):
+    """Forest plot of one pipeline pair over datasets, seeds or separate runs.
+
+    Each group (a :class:`chatbci.bci.statistics.Comparison`, tested on its
+    own shared subjects) is a row: the standardised mean difference
+    ``pipe1 - pipe2`` with its 95 % interval (``d ± 1.96 sqrt(1/n + d^2/2n)``)
+    and its n; the last row is the combination (MOABB's sqrt(n)-weighted
+    effect and Stouffer p), drawn as a diamond, with Cochran's Q and I^2.
+
+    Parameters
+    ----------
+    comparisons : list of Comparison
+        From :func:`chatbci.bci.statistics.like_for_like`.
+    pipe1, pipe2 : str
+        The pair: positive effects favour ``pipe1``.
+    ax : matplotlib.axes.Axes | None
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    from .statistics import StatisticsError, meta_analysis, smd_variance
+
+    groups = []
+    for c in comparisons:
+        if c.stats is None:
+            continue
+        hit = c.stats[(c.stats["pipe1"] == pipe1) & (c.stats["pipe2"] == pipe2)]
+        if len(hit):
+            groups.append((c.label, float(hit["smd"].iloc[0]), int(hit["nsub"].iloc[0]),
+                           float(hit["p"].iloc[0])))
+    if not groups:
+        raise StatisticsError(f"No comparison tests {pipe1} against {pipe2} on shared "
+                              "subjects; benchmark both on the same subjects first.")
+    meta = meta_analysis(comparisons, [pipe1, pipe2])
+    meta = meta[(meta["pipe1"] == pipe1) & (meta["pipe2"] == pipe2)]
+    n_rows = len(groups) + (1 if len(meta) else 0)
+    with figure_style():
+        if ax is None:
+            fig, ax = plt.subplots(figsize=figure_size("single", aspect=0.16 + 0.09 * n_rows),
+                                   layout="constrained")
+        else:
+            fig = ax.figure
+        labels = []
+        finite = []
+        for i, (label, d, n, p) in enumerate(groups):
+            y = n_rows - 1 - i
+            half = 1.96 * float(np.sqrt(smd_variance(d, n)))
+            if np.isfinite(d):
+                ax.errorbar(d, y, xerr=half, fmt="s", color=PALETTE[0], markersize=3.5,
+                            elinewidth=0.9, capsize=2, gid="groups")
+                finite += [d - half, d + half]
+            labels.append(f"{label} (n = {n})")
+        if len(meta):
+            m = meta.iloc[0]
+            q = float(m["smd"])
+            half = 1.96 * float(np.sqrt(1.0 / np.sum(1.0 / smd_variance(
+                np.array(m["smds"]), np.array(m["n_subjects"])))))
+            ax.fill([q - half, q, q + half, q], [0, 0.25, 0, -0.25], color=PALETTE[5],
+                    gid="combined")
+            finite += [q - half, q + half]
+            i2 = "n/a" if pd.isna(m["I2"]) else f"{100 * m['I2']:.0f} %"
+            labels.append(f"Combined: p = {m['p']:.3g}, I\u00b2 = {i2}")
+        ax.axvline(0, color="0.35", linewidth=0.8, zorder=0)
+        ax.set_yticks(range(n_rows - 1, -1, -1), labels)
+        ax.set_ylim(-0.7, n_rows - 0.3)
+        if finite:
+            lo, hi = min(finite + [0.0]), max(finite + [0.0])
+            pad = 0.08 * (hi - lo or 1.0)
+            ax.set_xlim(lo - pad, hi + pad)
+        ax.set_xlabel(f"SMD, {pipe1} \u2212 {pipe2}\n(95 % CI; > 0 favours {pipe1})")
     return fig
