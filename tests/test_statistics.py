@@ -57,7 +57,7 @@ def test_summary_table_mean_sd_and_comparison_to_best(results):
     assert np.isnan(best.vs_best_p)
     assert table.iloc[1:]["vs_best_p"].between(0, 1).all()
     text = format_summary(table)
-    assert "±" in text and best.pipeline in text and "p=" in text
+    assert "±" in text and best.pipeline in text and "p = " in text and "min p = " in text
 
 
 def test_plots_are_moabbs(results):
