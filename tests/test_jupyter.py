@@ -3,6 +3,7 @@ reload, autonomy, magics. Offline backend, SimulatedMI; no browser, no kernel.""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -52,6 +53,10 @@ def pending_card(panel):
 def decide(panel, action, *args):
     getattr(pending_card(panel), action)(*args)
     assert panel.wait_idle(WAIT)
+
+
+def _tool_lines(panel):
+    return [w for w in panel.conversation.children if "chatbci-toolcall" in w._dom_classes]
 
 
 def test_send_streams_markdown_and_keeps_the_kernel_free(study, panels):
@@ -170,6 +175,9 @@ def test_modify_runs_the_modified_action(study, panels):
     (call,) = panel.workspace.journal.events(kind="tool_call")
     assert call.payload["args"]["pipelines"] == ["MDM"] and call.payload["args"]["subjects"] == "1"
     assert card.state == "modify" and "Modified" in card.hint.value
+    # The run line says what happened: the human modified the suggestion, not approved it.
+    line = _tool_lines(panel)[-1]
+    assert "modified by you" in line.value and "approved" not in line.value
     tables = [w for w in panel.results if "chatbci-table" in getattr(w, "value", "")]
     assert tables and "MDM" in tables[-1].value and "TS+LR" not in tables[-1].value
 
@@ -188,9 +196,15 @@ def test_stop_ends_a_running_benchmark(study, panels):
 
     errors = panel.workspace.journal.events(kind="error")
     assert errors and "stopped" in errors[-1].payload["message"].lower()
-    assert any("stopped" in e.message.lower() for e in panel.errors)
+    # A deliberate stop is not a failure: the tool line says stopped (amber) and what was
+    # kept, once; no red error box.
+    assert not panel.errors
+    line = _tool_lines(panel)[-1]
+    assert "cb-stopped" in line.value and "cb-fail" not in line.value
+    assert "stopped" in line.value and "Kept" in line.value
     assert panel.progress.value < panel.progress.max
     assert panel.progress.bar_style == "warning" and "stopped" in panel.progress_label.value
+    assert panel.stop_button.disabled and panel.stop_button.description == "Stop"
     result = panel.workspace.journal.events(kind="tool_result")[-1]
     assert result.payload["ok"] is False
     assert panel.workspace.journal.events(kind="run") == []
@@ -264,7 +278,11 @@ def test_model_failure_is_shown_not_raised(study, panels):
     bubble = panel.messages[-1]
     assert bubble.role == "ai" and bubble.label == "AI (gpt-test)" and bubble.failed
     assert "could not reach the language model" in bubble.text
-    assert any("connection refused" in e.message for e in panel.errors)
+    assert "connection refused" in bubble.text and "try again" in bubble.text
+    # Said once: the bubble has the error and the fix, no second red box repeats it.
+    shown = [w for w in panel.conversation.children if "connection refused" in
+             getattr(w, "value", "")]
+    assert shown == [bubble] and not panel.errors
     assert not panel.busy
 
 
@@ -309,9 +327,14 @@ def test_chat_displays_once_and_magics(study, tmp_path, monkeypatch):
         assert "application/vnd.jupyter.widget-view+json" not in bundle
         assert "shown above" in bundle["text/plain"]
 
-        shell.run_cell_magic("chat", "--wait", "list datasets\n")
+        # A %%chat cell waits for the answer by default ("Run All" runs cells in order).
+        shell.run_cell_magic("chat", "", "list datasets\n")
+        assert not panel.busy
         assert [m.role for m in panel.messages] == ["human", "ai"]
         assert panel.messages[0].text == "list datasets"
+        shell.run_cell_magic("chat", "--no-wait", "show results\n")  # like the text box
+        assert panel.wait_idle(WAIT)
+        assert [m.role for m in panel.messages] == ["human", "ai"] * 2
 
         shell.run_line_magic("chatbci", "autonomy suggest")
         assert panel.session.autonomy == "suggest"
@@ -319,8 +342,9 @@ def test_chat_displays_once_and_magics(study, tmp_path, monkeypatch):
             shell.run_line_magic("chatbci", "autonomy sometimes")
         with pytest.raises(UsageError):
             shell.run_line_magic("chatbci", "frobnicate")
-        with pytest.raises(UsageError):
+        with pytest.raises(UsageError, match="--create"):
             shell.run_line_magic("chatbci", f"open {tmp_path / 'nowhere'} --offline")
+        assert not (tmp_path / "nowhere").exists()
 
         try:
             import chatbci.export  # noqa: F401
@@ -351,3 +375,132 @@ def test_chat_function_and_lazy_import(study, monkeypatch):
             "assert callable(chatbci.load_ipython_extension); "
             "chatbci.chat; assert 'chatbci.jupyter' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_enter_sends_and_shift_enter_is_a_newline(study, panels):
+    from chatbci.jupyter.inputbox import ChatInput
+
+    panel = panels(study)
+    assert isinstance(panel.input, ChatInput)
+    assert "Enter to send" in panel.input.placeholder
+    assert "Shift+Enter for a new line" in panel.input.placeholder
+    # The front end sends Enter as a "submit" message; Shift+Enter never leaves the box.
+    esm = panel.input._esm
+    assert "event.shiftKey" in esm and 'event: "submit"' in esm
+    panel.input.value = "list datasets"
+    panel.input._on_message(panel.input, {"event": "submit", "text": "list datasets"}, [])
+    assert panel.wait_idle(WAIT)
+    assert [m.text for m in panel.messages if m.role == "human"] == ["list datasets"]
+    assert panel.input.value == ""  # accepted: the box is cleared
+    # While the assistant works, Enter keeps the text in the box and says why.
+    panel.busy = True
+    panel.input.submit("suggest pipelines\nfor subjects 1-2")
+    assert panel.input.value == "suggest pipelines\nfor subjects 1-2"
+    assert "still working" in panel.status.value
+    panel.busy = False
+    assert [m.text for m in panel.messages if m.role == "human"] == ["list datasets"]
+
+
+def test_card_follows_the_bubble_that_announces_it(study, panels):
+    panel = panels(study)
+    text = "benchmark CSP+LDA and MDM on SimulatedMI subjects 1-2"
+    panel.send(text, wait=True, timeout=WAIT)
+    card = pending_card(panel)
+    children = list(panel.conversation.children)
+    bubble = panel.messages[-1]
+    assert bubble.role == "ai" and f"#{card.id}" in bubble.text
+    assert children.index(bubble) < children.index(card)
+    # The human typed the request: the card says so, not an invented rationale.
+    assert "The assistant asked to run" not in card.body.value
+    assert "You asked:" in card.body.value and "subjects 1-2" in card.body.value
+    # A reopened panel shows the same order.
+    panel.close()
+    again = panels(study)
+    children = list(again.conversation.children)
+    card = again.cards[card.id]
+    assert children.index(again.messages[-1]) < children.index(card)
+
+
+def test_tool_error_is_shown_once_with_the_fix(study, panels):
+    panel = panels(study)
+    panel.send("explore subject 99", wait=True, timeout=WAIT)
+    line = _tool_lines(panel)[-1]
+    assert "cb-fail" in line.value and "failed" in line.value
+    assert not panel.errors  # no separate red box
+    # The answer says what went wrong and the valid range; the tool's words are folded.
+    assert "subjects 1-10" in panel.messages[-1].text
+    assert "<details" in line.value
+    red = [w for w in panel.conversation.children
+           if "cb-error" in getattr(w, "value", "") or "cb-failed" in getattr(w, "value", "")]
+    assert red == []
+
+    # A modified action that cannot run: the card that asked says why (with the valid
+    # choices), and nothing else repeats it.
+    panel.send("benchmark CSP+LDA on SimulatedMI subjects 1", wait=True, timeout=WAIT)
+    card = pending_card(panel)
+    card.modify({"pipelines": ["NoSuchPipeline"]}, "try a pipeline that does not exist")
+    assert panel.wait_idle(WAIT)
+    assert card.hint.value.count("NoSuchPipeline") == 1 and "CSP+LDA" in card.hint.value
+    assert not panel.errors
+    assert not [w for w in panel.conversation.children
+                if "NoSuchPipeline" in getattr(w, "value", "")]
+
+
+def test_citation_chip_shows_the_cited_event_in_place(study, panels):
+    panel = panels(study)
+    panel.send("explore subject 1", wait=True, timeout=WAIT)
+    bubble = panel.messages[-1]
+    assert bubble.cited, bubble.value
+    (event_id,) = bubble.cited
+    assert panel.workspace.journal.get(event_id).kind == "tool_result"
+    label = re.search(r'<label class="cb-cite" for="([^"]+)"[^>]*>explore_subject #(\d+)</label>',
+                      bubble.value)
+    assert label and int(label.group(2)) == event_id
+    toggle = f'<input type="checkbox" class="cb-cite-toggle cb-c0" id="{label.group(1)}">'
+    assert toggle in bubble.value
+    detail = bubble.value.split('class="cb-cite-detail cb-d0"', 1)[1]
+    assert "explore_subject" in detail and "subject 1 explored" in detail
+    assert detail.count('<img src="data:image/png;base64,') == 3
+    # The toggles come before the details, as CSS's "~" needs.
+    assert bubble.value.index(toggle) < bubble.value.index("cb-cite-detail")
+
+
+def test_progress_reports_steps_elapsed_and_eta(study, panels):
+    panel = panels(study)
+    labels = []
+    panel.progress_label.observe(lambda ch: labels.append(ch["new"]), names="value")
+    panel.send("benchmark CSP+LDA on SimulatedMI subjects 1-3", wait=True, timeout=WAIT)
+    decide(panel, "approve", "")
+    steps = [x for x in labels if "step " in x and " of 3" in x]
+    assert steps and any("elapsed" in x for x in steps)
+    assert any(re.search(r"about \d+ (s|min)", x) and "left" in x for x in steps), steps
+    assert "finished" in panel.progress_label.value and panel.progress.bar_style == "success"
+    assert panel.stop_button.disabled and not panel.busy
+
+
+def test_chat_creates_a_missing_workspace_and_says_so(tmp_path):
+    import chatbci
+    from chatbci.workspace.errors import WorkspaceNotFoundError
+
+    target = tmp_path / "my-study"
+    panel = chatbci.chat(target, backend="offline", n_jobs=1, display=False)
+    try:
+        assert panel.created and (target / "workspace.toml").is_file()
+        assert panel.workspace.config.title == "my-study"
+        said = panel.conversation.children[-1].value
+        assert "Created a new workspace" in said and str(target.resolve()) in said
+    finally:
+        panel.close()
+    again = chatbci.chat(target, backend="offline", n_jobs=1, display=False)
+    assert not again.created
+    again.close()
+
+    with pytest.raises(WorkspaceNotFoundError, match="create=True"):
+        chatbci.chat(tmp_path / "other", backend="offline", display=False, create=False)
+    assert not (tmp_path / "other").exists()
+    busy = tmp_path / "papers"
+    busy.mkdir()
+    (busy / "draft.tex").write_text("mine")
+    with pytest.raises(WorkspaceNotFoundError, match="not empty"):
+        chatbci.chat(busy, backend="offline", display=False)
+    assert sorted(p.name for p in busy.iterdir()) == ["draft.tex"]

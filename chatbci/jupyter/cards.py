@@ -8,6 +8,7 @@ and the card shows the verdict when the ``decision`` event is journaled.
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
 
@@ -16,6 +17,15 @@ import ipywidgets as widgets
 from .render import _when, ai_label, esc, human_label, markdown_html, short_value
 
 VERDICT_TEXT = {"accept": "✓ Approved", "reject": "✗ Rejected", "modify": "✎ Modified"}
+
+#: The placeholder the session journals when the model proposed a call without saying
+#: why; it is no reason, so a card shows the request it answers instead.
+_NO_RATIONALE = re.compile(r"^\s*The assistant asked to run [\w.]+\.\s*$")
+
+
+def has_rationale(text) -> bool:
+    """Whether a suggestion's rationale says why (not the session's placeholder)."""
+    return bool(text and str(text).strip()) and not _NO_RATIONALE.match(str(text))
 
 
 def _field_kind(field) -> str:
@@ -95,6 +105,9 @@ class SuggestionCard(widgets.VBox):
         full modified action for ``"modify"``, else None.
     me : str
         This panel's human actor (``human:<name>``), to say "you".
+    request : str | None
+        The human's message this suggestion answers; shown as the reason
+        when the assistant gave none ("You asked: …").
 
     Attributes
     ----------
@@ -103,7 +116,7 @@ class SuggestionCard(widgets.VBox):
     state : {"pending", "queued", "accept", "reject", "modify"}
     """
 
-    def __init__(self, event, on_decide, me="human:researcher"):
+    def __init__(self, event, on_decide, me="human:researcher", request=None):
         super().__init__(layout=widgets.Layout(width="auto"))
         self.add_class("chatbci-card")
         self.event = event
@@ -114,6 +127,7 @@ class SuggestionCard(widgets.VBox):
         self.action = payload.get("action")
         self.rationale_text = payload.get("rationale", "")
         self.reason = payload.get("reason")
+        self.request = request
         self.state = "pending"
         self.decision = None
 
@@ -121,7 +135,7 @@ class SuggestionCard(widgets.VBox):
         self.body = widgets.HTML(self._body_html(), layout=widgets.Layout(width="100%"))
         self.rationale = widgets.Text(
             placeholder="Your reason — optional to approve, needed to reject or modify",
-            layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="180px"))
+            layout=widgets.Layout(width="auto"))
         self.rationale.add_class("chatbci-rationale")
         self.approve_button = self._button("✓ Approve", "success", "chatbci-approve",
                                            "Run exactly this action",
@@ -132,9 +146,10 @@ class SuggestionCard(widgets.VBox):
         self.modify_button = self._button("✎ Modify…", "", "chatbci-modify",
                                           "Edit the arguments, then run the modified action",
                                           lambda _: self.toggle_editor())
+        # The controls wrap in a narrow column: every button stays whole.
         self.controls = widgets.HBox(
             [self.rationale, self.approve_button, self.reject_button, self.modify_button],
-            layout=widgets.Layout(width="100%", align_items="center", grid_gap="6px"))
+            layout=widgets.Layout(width="100%", align_items="center", flex_flow="row wrap"))
         self.controls.add_class("chatbci-card-controls")
 
         self.fields = self._make_fields()
@@ -157,7 +172,7 @@ class SuggestionCard(widgets.VBox):
 
     def _button(self, text, style, cls, tooltip, handler):
         b = widgets.Button(description=text, button_style=style, tooltip=tooltip,
-                           layout=widgets.Layout(width="auto", min_width="86px"))
+                           layout=widgets.Layout(width="auto", min_width="max-content"))
         b.add_class(cls)
         b.on_click(handler)
         return b
@@ -208,8 +223,14 @@ class SuggestionCard(widgets.VBox):
                       f"<table>{rows}</table></div>")
         else:
             action = f'<div class="cb-action">{esc(self.action)}</div>'
-        why = (f'<div class="cb-why cb-text"><b>Why:</b> {markdown_html(self.rationale_text)}'
-               "</div>") if self.rationale_text else ""
+        if has_rationale(self.rationale_text):
+            why = (f'<div class="cb-why cb-text"><b>Why:</b> '
+                   f"{markdown_html(self.rationale_text)}</div>")
+        elif self.request:
+            why = (f'<div class="cb-why cb-text"><b>You asked:</b> “{esc(self.request)}”'
+                   "</div>")
+        else:
+            why = ""
         reason = (f'<div class="cb-reason">Needs your decision: {esc(self.reason)}</div>'
                   if self.reason else "")
         return action + why + _cost_html(self.event.payload.get("estimate")) + reason
@@ -217,7 +238,7 @@ class SuggestionCard(widgets.VBox):
     def _render_head(self):
         label, _ = ai_label(self.event.actor)
         title = (f'<span class="cb-card-title">Suggestion #{self.id} '
-                 f'<span style="font-weight:400;color:#57606a">from {esc(label)} · '
+                 f'<span class="cb-from">from {esc(label)} · '
                  f"{esc(_when(self.event))}</span></span>")
         badge = {"pending": ("cb-pending", "awaiting your decision"),
                  "queued": ("cb-queued", "running…"),

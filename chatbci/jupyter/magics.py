@@ -1,9 +1,13 @@
 """IPython magics: ``%load_ext chatbci``, then ``%chatbci`` and ``%%chat``.
 
-- ``%chatbci open PATH [--offline] [--human NAME] [--n-jobs N]``: show a chat
-  panel on the workspace in PATH (it becomes the current panel);
-- ``%%chat [--wait]``: send the cell's text to the current panel; the
-  exchange is also shown under the cell;
+- ``%chatbci open PATH [--create] [--offline] [--human NAME] [--n-jobs N]``: show
+  a chat panel on the workspace in PATH (it becomes the current panel);
+  ``--create`` makes a new workspace there if there is none;
+- ``%%chat [--no-wait]``: send the cell's text to the current panel; the
+  exchange is also shown under the cell. The cell waits for the answer (in a
+  notebook a cell is a step: "Run All" must not run the next cell before
+  this one's answer exists); ``--no-wait`` returns at once, like the panel's
+  own text box;
 - ``%chatbci export FORMAT [--curated] [--out DIR]``: export the session
   (md, html, tex, json, ipynb or all);
 - ``%chatbci autonomy suggest|assist|auto``, ``%chatbci stop``,
@@ -18,8 +22,9 @@ import shlex
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-USAGE = """%chatbci open PATH [--offline] [--human NAME] [--n-jobs N]   show a chat panel
-%%chat [--wait]                                   send the cell's text to the panel
+USAGE = """%chatbci open PATH [--create] [--offline] [--human NAME] [--n-jobs N]
+                                                  show a chat panel (--create: a new workspace)
+%%chat [--no-wait]                                send the cell; waits for the answer
 %chatbci export FORMAT [--curated] [--out DIR]    md, html, tex, json, ipynb or all
 %chatbci autonomy suggest|assist|auto             change the autonomy level
 %chatbci stop                                     stop the running benchmark
@@ -61,12 +66,13 @@ class ChatMagics(Magics):
             p.add_argument("--offline", action="store_true")
             p.add_argument("--human", default="researcher")
             p.add_argument("--n-jobs", type=int, default=-1)
+            p.add_argument("--create", action="store_true")
             args = p.parse_args(rest)
             from .panel import chat
 
             try:
                 chat(args.path, "offline" if args.offline else None, human=args.human,
-                     n_jobs=args.n_jobs)
+                     n_jobs=args.n_jobs, create=args.create)
             except Exception as err:  # noqa: BLE001 - WorkspaceNotFoundError & co.
                 raise UsageError(str(err)) from None
             return None
@@ -116,7 +122,10 @@ class ChatMagics(Magics):
         from IPython.display import display
 
         p = _Parser(prog="%%chat", add_help=False)
-        p.add_argument("--wait", action="store_true")
+        p.add_argument("--no-wait", dest="wait", action="store_false")
+        # Waiting is the default; --wait is still accepted (it was the way to wait).
+        p.add_argument("--wait", dest="wait", action="store_true")
+        p.add_argument("--timeout", type=float, default=None)
         args = p.parse_args(shlex.split(line))
         text = cell.strip()
         if not text:
@@ -129,7 +138,14 @@ class ChatMagics(Magics):
         mirror.add_class("chatbci-panel")
         mirror.add_class("chatbci-mirror")
         display(mirror)
-        panel.send(text, wait=args.wait, mirror=mirror)
+        try:
+            panel.send(text, wait=args.wait, timeout=args.timeout, mirror=mirror)
+        except TimeoutError as err:
+            raise UsageError(f"{err} It goes on in the panel; %chatbci stop ends it.") from None
+        except KeyboardInterrupt:
+            # Kernel -> Interrupt while the cell waits: the human wants the work to end.
+            panel.stop()
+            raise
         return None
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import traceback
 from datetime import datetime
 from pathlib import Path
@@ -26,13 +27,19 @@ from chatbci.assistant.claims import mark_claims
 
 from . import render
 from .cards import SuggestionCard
-from .render import MessageBubble, ToolCallView, ai_label, esc
+from .inputbox import ChatInput
+from .render import MessageBubble, ToolCallView, ai_label, decided_by, esc
 
 #: Journal events a reopened panel shows (the newest ones).
 HISTORY_EVENTS = 400
 
 _HISTORY_KINDS = ("message", "suggestion", "decision", "tool_call", "tool_result", "error",
                   "note")
+
+#: The text box's hint: what to ask, and which key sends.
+PLACEHOLDER = ("Ask the assistant… e.g. “explore subject 1”, “suggest pipelines”, "
+               "“benchmark CSP+LDA and TS+LR on SimulatedMI subjects 1-5” "
+               "(Enter to send, Shift+Enter for a new line)")
 
 QUICK = ("list datasets", "explore subject 1", "suggest pipelines", "show results",
          "compare pipelines")
@@ -47,6 +54,14 @@ _current = None  # the panel %%chat and %chatbci talk to
 def current_panel():
     """The panel opened last in this kernel (None if none is open)."""
     return _current if _current is not None and not _current.closed else None
+
+
+def _duration(seconds) -> str:
+    """``"8 s"``, ``"2 min 05 s"``: a short duration for the progress line."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 def _backend(backend):
@@ -97,9 +112,12 @@ class ChatPanel(widgets.VBox):
     errors : list of ipywidgets.HTML
         Error lines shown (``.message`` holds the text).
     progress : ipywidgets.IntProgress
-        The benchmark progress bar (subject x pipeline results done / total).
+        The benchmark progress bar (steps done / total: a step is a fit of
+        one pipeline on one fold of one subject where the engine reports
+        folds, else a (subject, pipeline) result).
     stop_button, send_button : ipywidgets.Button
-    input : ipywidgets.Textarea
+    input : ChatInput
+        The text box: Enter sends, Shift+Enter starts a new line.
     autonomy : ipywidgets.ToggleButtons
     last_turn : Turn | None
         What the last send / decision produced.
@@ -131,9 +149,14 @@ class ChatPanel(widgets.VBox):
         self.errors: list[widgets.HTML] = []
         self.results: list[widgets.Widget] = []
         self.last_turn = None
+        self.created = False  # chat() made the workspace for this panel
         self.busy = False
         self.closed = False
         self._calls: dict[int, ToolCallView] = {}
+        self._call_ids: set[int] = set()  # tool calls shown: their errors show on their line
+        self._progress_t0 = None
+        self._progress_ticker = None
+        self._progress_state = (0, 1, "")
         self._stream: MessageBubble | None = None
         self._held: list = []
         self._mirror = None
@@ -209,29 +232,28 @@ class ChatPanel(widgets.VBox):
         self.scroller.add_class("chatbci-scroll")
 
         self.progress = widgets.IntProgress(value=0, min=0, max=1, bar_style="info",
-                                            layout=widgets.Layout(width="55%"))
+                                            layout=widgets.Layout(width="auto"))
         self.progress.add_class("chatbci-progressbar")
-        self.progress_label = widgets.HTML()
+        self.progress_label = widgets.HTML(layout=widgets.Layout(width="auto"))
         self.progress_row = widgets.HBox(
             [self.progress, self.progress_label],
             layout=widgets.Layout(display="none", width="100%"))
         self.progress_row.add_class("chatbci-progress")
 
-        self.input = widgets.Textarea(
-            placeholder="Ask the assistant… e.g. “explore subject 1”, “suggest pipelines”, "
-                        "“benchmark CSP+LDA and TS+LR on SimulatedMI subjects 1-5”",
-            rows=2, layout=widgets.Layout(flex="1 1 auto", width="auto", height="56px"))
+        self.input = ChatInput(placeholder=PLACEHOLDER,
+                               layout=widgets.Layout(flex="1 1 auto", width="auto"))
         self.input.add_class("chatbci-input")
+        self.input.on_submit(lambda _text: self._on_send_click())
         self.send_button = widgets.Button(description="Send", button_style="primary",
                                           icon="paper-plane", tooltip="Send to the assistant",
-                                          layout=widgets.Layout(width="96px"))
+                                          layout=widgets.Layout(width="92px"))
         self.send_button.add_class("chatbci-send")
         self.send_button.on_click(self._on_send_click)
         self.stop_button = widgets.Button(description="Stop", button_style="danger",
                                           icon="stop", disabled=True,
-                                          tooltip="Stop the running benchmark (after the "
-                                                  "current subject; finished ones are kept)",
-                                          layout=widgets.Layout(width="96px"))
+                                          tooltip="Stop the running work now (finished "
+                                                  "benchmark results are kept)",
+                                          layout=widgets.Layout(width="92px"))
         self.stop_button.add_class("chatbci-stop")
         self.stop_button.on_click(self._on_stop)
         buttons = widgets.VBox([self.send_button, self.stop_button])
@@ -247,10 +269,9 @@ class ChatPanel(widgets.VBox):
         quick.add_class("chatbci-quick")
         self.status = widgets.HTML(layout=widgets.Layout(width="100%"))
         self.status.add_class("chatbci-status")
-        footer = widgets.VBox(
-            [quick, widgets.HBox([self.input, buttons],
-                                 layout=widgets.Layout(width="100%", grid_gap="8px")),
-             self.status], layout=widgets.Layout(width="100%"))
+        entry = widgets.HBox([self.input, buttons], layout=widgets.Layout(width="100%"))
+        entry.add_class("chatbci-entry")
+        footer = widgets.VBox([quick, entry, self.status], layout=widgets.Layout(width="100%"))
         footer.add_class("chatbci-footer")
         self.children = [self.header, toolbar, self.scroller, self.progress_row, footer]
 
@@ -260,6 +281,16 @@ class ChatPanel(widgets.VBox):
             mirror = self._mirror
             if mirror is not None:
                 mirror.children = (*mirror.children, widget)
+
+    def _remove(self, widget):
+        with self._log_lock:
+            self.conversation.children = tuple(w for w in self.conversation.children
+                                               if w is not widget)
+            mirror = self._mirror
+            if mirror is not None:
+                mirror.children = tuple(w for w in mirror.children if w is not widget)
+        if widget in self.errors:
+            self.errors.remove(widget)
 
     # -- history ------------------------------------------------------------------------
 
@@ -311,6 +342,40 @@ class ChatPanel(widgets.VBox):
         for w in held:
             self._append(w)
 
+    def _cite(self, event_id):
+        """A citation chip's detail: the cited event, from the journal."""
+        journal = self.workspace.journal
+        return render.citation_detail(journal.get(event_id), self.workspace.path,
+                                      result_of=self._result_of)
+
+    def _result_of(self, call):
+        for ev in self.workspace.journal.events(kind="tool_result", limit=HISTORY_EVENTS):
+            if ev.parent_id == call.id:
+                return ev
+        return None
+
+    def _request_text(self, sugg):
+        """The human message a suggestion answers (its parent), if a human wrote it."""
+        try:
+            parent = self.workspace.journal.get(sugg.parent_id) if sugg.parent_id else None
+        except KeyError:
+            return None
+        if parent is not None and parent.kind == "message" and parent.actor.startswith("human:"):
+            return parent.payload.get("text")
+        return None
+
+    def _call_by(self, ev):
+        """Who let a human-side tool call run: approved or modified, by whom."""
+        if not ev.actor.startswith("human:"):
+            return ""
+        try:
+            decision = self.workspace.journal.get(ev.parent_id) if ev.parent_id else None
+        except KeyError:
+            decision = None
+        if decision is not None and decision.kind == "decision":
+            return decided_by(decision.payload.get("verdict"), decision.actor, self.me)
+        return decided_by("run", ev.actor, self.me)
+
     def _render_event(self, ev, live):
         kind = ev.kind
         if kind not in ("tool_result", "decision", "note", "run", "message"):
@@ -326,26 +391,32 @@ class ChatPanel(widgets.VBox):
                 if not ev.actor.startswith("ai:"):
                     self._flush_results()
                 self._close_stream()
-                bubble = render.message_widget(ev, self.me)
+                bubble = render.message_widget(ev, self.me, cite=self._cite)
                 if ev.actor.startswith("ai:") and ev.payload.get("claims"):
                     bubble.finish(mark_claims(bubble.text, ev.payload))
                 self.messages.append(bubble)
                 self._append(bubble)
-            # The answer presents the results: its figures and tables follow it.
+            # The answer presents the results and announces its suggestions: they follow it.
             self._flush_results()
         elif kind == "suggestion":
             self._close_stream()
-            card = SuggestionCard(ev, self._decide, self.me)
+            card = SuggestionCard(ev, self._decide, self.me, request=self._request_text(ev))
             self.cards[ev.id] = card
-            self._append(card)
+            # The assistant's answer announces its card: the card waits for it (as results
+            # do), so the conversation reads in the order things were said.
+            if ev.actor.startswith("ai:"):
+                self._held.append(card)
+            else:
+                self._append(card)
         elif kind == "decision":
             card = self.cards.get(ev.parent_id)
             if card is not None:
                 card.mark_decided(ev)
         elif kind == "tool_call":
             self._close_stream()
-            view = ToolCallView(ev, self.me)
+            view = ToolCallView(ev, self.me, by=self._call_by(ev))
             self._calls[ev.id] = view
+            self._call_ids.add(ev.id)
             self._append(view)
             if live and view.tool == "run_benchmark":
                 self._progress_start()
@@ -363,10 +434,15 @@ class ChatPanel(widgets.VBox):
                 else:
                     self._append(w)
             if live and ev.payload.get("tool") == "run_benchmark":
-                self._progress_end(bool(ev.payload.get("ok", True)))
+                summary = ev.payload.get("summary")
+                error = summary.get("error") if isinstance(summary, dict) else None
+                self._progress_end(bool(ev.payload.get("ok", True)), error)
         elif kind == "error":
             self._close_stream()
-            self._show_error(ev.payload.get("message", "error"))
+            # A tool's error shows on its tool line (with its result); only errors
+            # outside a tool call get a box of their own: each error is shown once.
+            if ev.parent_id not in self._call_ids:
+                self._show_error(ev.payload.get("message", "error"))
         elif kind == "note":
             w = render.note_widget(ev, self.me)
             if w is not None:
@@ -381,7 +457,8 @@ class ChatPanel(widgets.VBox):
         if self._stream is None:
             label, offline = ai_label(self.session.ai)
             self._stream = MessageBubble("ai", label, "", offline=offline, streaming=True,
-                                         when=datetime.now().strftime("%H:%M"))
+                                         when=datetime.now().strftime("%H:%M"),
+                                         cite=self._cite)
             self.messages.append(self._stream)
             self._append(self._stream)
         self._stream.append(fragment)
@@ -389,33 +466,73 @@ class ChatPanel(widgets.VBox):
     # -- progress ------------------------------------------------------------------------
 
     def _progress_start(self):
+        self._progress_t0 = time.monotonic()
+        self._progress_state = (0, 1, "")
         self.progress.value = 0
         self.progress.max = 1
         self.progress.bar_style = "info"
         self.progress_label.value = '<span class="cb-spinner"></span>benchmark starting…'
         self.progress_row.layout.display = "flex"
+        self._start_ticker()
+
+    def _start_ticker(self):
+        # The label's elapsed time moves between the engine's reports (a subject's
+        # folds can take a while), so a running benchmark never looks frozen.
+        def tick():
+            while self._progress_t0 is not None and not self.closed:
+                time.sleep(1.0)
+                if self._progress_t0 is not None:
+                    self._progress_label()
+
+        if self._progress_ticker is None or not self._progress_ticker.is_alive():
+            self._progress_ticker = threading.Thread(target=tick, name="chatbci-progress",
+                                                     daemon=True)
+            self._progress_ticker.start()
 
     def _on_progress(self, done, total, text):
         total = max(int(total), 1)
+        done = min(int(done), total)
         if self.progress.max != total:
             self.progress.value = min(self.progress.value, total)
             self.progress.max = total
-        self.progress.value = min(int(done), total)
-        self.progress_label.value = (f'<span class="cb-spinner"></span>{done} of {total} '
-                                     f"results · {esc(text)}")
+        self.progress.value = done
+        self._progress_state = (done, total, str(text))
+        if self._progress_t0 is None:  # progress from a call the panel did not see start
+            self._progress_t0 = time.monotonic()
+            self.progress_row.layout.display = "flex"
+            self._start_ticker()
+        self._progress_label()
 
-    def _progress_end(self, ok):
+    def _progress_label(self):
+        done, total, text = self._progress_state
+        t0 = self._progress_t0
+        elapsed = time.monotonic() - t0 if t0 is not None else 0.0
+        eta = ""
+        if 0 < done < total:
+            # Remaining steps at the pace of those done so far.
+            eta = f" · about {_duration(elapsed / done * (total - done))} left"
+        now = f"{esc(text)} · " if text else ""
+        stopping = self.session.stop.is_set()
+        spinner = "" if stopping else '<span class="cb-spinner"></span>'
+        what = "stopping… " if stopping else ""
+        self.progress_label.value = (f"{spinner}{what}{now}step {done} of {total} · "
+                                     f"{_duration(elapsed)} elapsed{'' if stopping else eta}")
+
+    def _progress_end(self, ok, error=None):
+        self._progress_t0 = None
+        done, total = self.progress.value, self.progress.max
         if ok:
             self.progress.value = self.progress.max
             self.progress.bar_style = "success"
-            self.progress_label.value = f"benchmark finished ({self.progress.max} results)"
+            self.progress_label.value = f"benchmark finished ({self.progress.max} steps)"
+        elif render.is_stop_message(error) or self.session.stop.is_set():
+            self.progress.bar_style = "warning"
+            self.progress_label.value = (f"stopped at step {done} of {total} · finished "
+                                         "results are kept; running it again resumes")
         else:
-            stopped = self.session.stop.is_set()
-            self.progress.bar_style = "warning" if stopped else "danger"
-            self.progress_label.value = (
-                f"{'stopped' if stopped else 'failed'} at {self.progress.value} of "
-                f"{self.progress.max} results" + (" · finished ones are cached; running it "
-                                                   "again resumes" if stopped else ""))
+            self.progress.bar_style = "danger"
+            self.progress_label.value = (f"failed at step {done} of {total} "
+                                         "(the reason is on the run_benchmark line above)")
 
     # -- the worker ------------------------------------------------------------------------
 
@@ -446,9 +563,9 @@ class ChatPanel(widgets.VBox):
                 job.fn()
             except Exception as err:  # noqa: BLE001 - shown in the panel, never raised
                 detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-                if job.on_error is not None:
-                    job.on_error(err)
-                self._show_error(detail)
+                shown = job.on_error(err) if job.on_error is not None else False
+                if not shown:  # else the card that asked for the work says it
+                    self._show_error(detail)
             finally:
                 self._close_stream()
                 self._flush_results()
@@ -483,6 +600,10 @@ class ChatPanel(widgets.VBox):
         text = self.input.value.strip()
         if not text:
             return
+        if self.busy:  # Enter while the assistant works: the text waits in the box
+            self.status.value = ("the assistant is still working: your message stays in the "
+                                 "box; press Enter again when it is done, or Stop")
+            return
         self.input.value = ""
         self._send_job(text)
 
@@ -495,6 +616,9 @@ class ChatPanel(widgets.VBox):
             said = any(e.kind == "message" and e.actor.startswith("ai:") for e in turn.events)
             if turn.text and not said:  # the model could not be reached: say so
                 self._close_stream()
+                # The bubble says the error and what to do: its box would say it twice.
+                for box in [e for e in self.errors if e.message and e.message in turn.text]:
+                    self._remove(box)
                 label, offline = ai_label(self.session.ai)
                 bubble = MessageBubble("ai", label, turn.text, offline=offline, failed=True,
                                        when=datetime.now().strftime("%H:%M"))
@@ -522,11 +646,7 @@ class ChatPanel(widgets.VBox):
             return super().send(text, wait if isinstance(wait, list) else None)
         if not isinstance(text, str) or not text.strip():
             raise ValueError("send() needs a non-empty message.")
-        if mirror is None:
-            self.input.value = text
-            self.send_button.click()
-        else:
-            self._send_job(text.strip(), mirror=mirror)
+        self._send_job(text.strip(), mirror=mirror)
         if wait:
             if not self.wait_idle(timeout):
                 raise TimeoutError(f"the assistant is still working after {timeout} s.")
@@ -549,6 +669,7 @@ class ChatPanel(widgets.VBox):
 
         def failed(err):
             card.fail(str(err))
+            return True
 
         def cancelled():
             card.fail("Cancelled by Stop before it ran.")
@@ -580,11 +701,13 @@ class ChatPanel(widgets.VBox):
                 if self._pending == 0:
                     self._set_busy(False)
                 self._cond.notify_all()
-        self.status.value = ('<span class="cb-spinner"></span>stopping… a benchmark stops '
-                             "after the subject it is on")
+        self.status.value = ('<span class="cb-spinner"></span>stopping… finished benchmark '
+                             "results are kept")
+        if self._progress_t0 is not None:
+            self._progress_label()
 
     def stop(self):
-        """Press Stop: end the running benchmark after its current subject."""
+        """Press Stop: end the running work now; finished benchmark results are kept."""
         self._on_stop()
 
     def _on_autonomy(self, change):
@@ -698,13 +821,45 @@ class ChatPanel(widgets.VBox):
                 f"autonomy={self.session.autonomy!r})")
 
 
+#: The goal a workspace made by :func:`chat` starts with (the human sets the real one).
+NEW_GOAL = "Not set yet: describe the research goal (chatbci.Workspace.open(path).configure(goal=...))"
+
+
+def _open_or_create(path, create):
+    """The workspace at ``path``; with ``create``, a new one where there is none yet.
+
+    Returns ``(workspace, created)``. An existing folder that is not a
+    workspace is never turned into one unless it is empty, so a typo cannot
+    scatter a journal into an unrelated folder.
+    """
+    from chatbci.workspace import Workspace
+    from chatbci.workspace.errors import WorkspaceNotFoundError
+
+    path = Path(path).expanduser()
+    try:
+        return Workspace.open(path), False
+    except WorkspaceNotFoundError as err:
+        if not create:
+            raise WorkspaceNotFoundError(
+                f"{err} Pass create=True to chatbci.chat() (or --create to %chatbci open) "
+                "to start a new workspace there, or check the path.") from None
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise WorkspaceNotFoundError(
+                f"{path} exists and is not a chatbci workspace, so no workspace was created "
+                "in it (it is not empty). Give the path of a workspace, or a new folder name "
+                "to create one.") from None
+    title = path.resolve().name or "chatbci study"
+    return Workspace.create(path, title=title, goal=NEW_GOAL), True
+
+
 def chat(path_or_workspace, backend=None, *, human="researcher", n_jobs=-1,
-         history=HISTORY_EVENTS, display=True) -> ChatPanel:
+         history=HISTORY_EVENTS, display=True, create=True) -> ChatPanel:
     """Open a chat panel on a workspace and show it.
 
     Parameters
     ----------
     path_or_workspace : str | os.PathLike | Workspace
+        A workspace, its folder, or (with ``create``) a new folder name.
     backend : Backend | "offline" | None
         None: the OpenAI-compatible model configured (OPENAI_API_KEY /
         OPENAI_BASE_URL / workspace.toml), else the offline assistant.
@@ -716,12 +871,41 @@ def chat(path_or_workspace, backend=None, *, human="researcher", n_jobs=-1,
         Newest journal events shown when the panel opens.
     display : bool
         Show the panel in the cell's output (default).
+    create : bool
+        When ``path_or_workspace`` is a folder that does not exist yet (or an
+        empty one), create a workspace there, titled after the folder; the
+        panel says so and where. False: raise ``WorkspaceNotFoundError``.
 
     Returns
     -------
     panel : ChatPanel
+
+    Raises
+    ------
+    chatbci.workspace.errors.WorkspaceNotFoundError
+        No workspace there, and ``create`` is False or the folder holds other
+        files.
     """
-    panel = ChatPanel(path_or_workspace, backend, human=human, n_jobs=n_jobs, history=history)
+    from chatbci.workspace import Workspace
+
+    created = False
+    target = path_or_workspace
+    if not isinstance(path_or_workspace, Workspace):
+        target, created = _open_or_create(path_or_workspace, create)
+    try:
+        panel = ChatPanel(target, backend, human=human, n_jobs=n_jobs, history=history)
+    except BaseException:
+        if target is not path_or_workspace:
+            target.close()
+        raise
+    if target is not path_or_workspace:
+        panel._owns_workspace = True  # opened here: the panel closes it
+    if created:
+        panel.created = True
+        panel._append(render.system_line(
+            f"Created a new workspace <b>{esc(target.config.title)}</b> in "
+            f"<code>{esc(target.path.resolve())}</code> (there was none). Tell the assistant "
+            "your research goal and datasets, or edit <code>workspace.toml</code> there."))
     if display:
         from IPython.display import display as _display
 

@@ -11,9 +11,11 @@ in tables are escaped too. Figures are chatbci's own files, shown by
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
+import secrets
 import threading
 import time
 
@@ -28,165 +30,228 @@ OFFLINE_MODEL = "offline-rules"
 MAX_TABLE_ROWS = 200
 
 CSS = """
-.chatbci-panel { --cb-accent: #2f6fb3; --cb-accent-dark: #1f3b73; --cb-ai: #1a7f37;
-  --cb-offline: #9a6700; --cb-border: var(--jp-border-color2, #e1e4e8);
-  --cb-muted: var(--jp-ui-font-color2, #6a737d); --cb-text: var(--jp-ui-font-color0, #1f2328);
-  --cb-bg: var(--jp-layout-color1, #ffffff); --cb-bg2: var(--jp-layout-color2, #f6f8fa);
+.chatbci-panel { --cb-accent: var(--jp-brand-color1, #1976d2);
+  --cb-ok: var(--jp-success-color1, #388e3c); --cb-warn: var(--jp-warn-color1, #f57c00);
+  --cb-bad: var(--jp-error-color1, #d32f2f); --cb-info: var(--jp-info-color1, #0097a7);
+  --cb-border: var(--jp-border-color2, #e0e0e0); --cb-muted: var(--jp-ui-font-color2, #757575);
+  --cb-text: var(--jp-ui-font-color1, rgba(0,0,0,.87));
+  --cb-strong: var(--jp-ui-font-color0, rgba(0,0,0,1));
+  --cb-bg: var(--jp-layout-color1, #ffffff); --cb-bg2: var(--jp-layout-color2, #eeeeee);
+  --cb-bg0: var(--jp-layout-color0, #ffffff);
   font-family: var(--jp-ui-font-family, system-ui, -apple-system, "Segoe UI", sans-serif);
   font-size: 13px; color: var(--cb-text); background: var(--cb-bg);
-  border: 1px solid var(--cb-border); border-radius: 12px; overflow: hidden;
-  max-width: 1000px; box-shadow: 0 1px 3px rgba(27,31,36,.08); }
-.chatbci-panel .widget-html-content { line-height: 1.5; font-size: 13px; }
+  border: 1px solid var(--cb-border); border-radius: 10px; overflow: hidden;
+  max-width: 1000px; min-width: 0; box-sizing: border-box; }
+.chatbci-panel *, .chatbci-panel *::before, .chatbci-panel *::after { box-sizing: border-box; }
+/* ipywidgets boxes scroll on overflow and give every child a 2px side margin: inside the
+   panel nothing may be wider than its column, so no box shows a horizontal scrollbar. */
+.chatbci-panel .widget-box, .chatbci-panel .widget-html, .chatbci-panel .widget-html-content {
+  overflow-x: hidden; min-width: 0; max-width: 100%; }
+.chatbci-panel .widget-html, .chatbci-panel .widget-box { margin-left: 0; margin-right: 0; }
+.chatbci-panel .widget-html-content { line-height: 1.5; font-size: 13px; color: var(--cb-text);
+  white-space: normal; }
 .chatbci-panel .widget-html > .widget-label:empty { display: none; }
 .chatbci-log > *, .chatbci-card > *, .chatbci-scroll > *, .chatbci-footer > *,
 .chatbci-panel > * { flex-shrink: 0; }
 .chatbci-log .widget-html-content, .chatbci-card .widget-html-content { width: 100%; }
-.chatbci-header { background: linear-gradient(100deg, var(--cb-accent-dark), var(--cb-accent));
-  color: #fff; padding: 10px 16px 8px 16px; }
-.chatbci-header .cb-title { font-size: 16px; font-weight: 600; letter-spacing: .2px; }
-.chatbci-header .cb-goal { opacity: .92; margin-top: 1px; }
-.chatbci-header .cb-meta { margin-top: 6px; display: flex; gap: 6px; flex-wrap: wrap; }
+.chatbci-header { background: var(--cb-bg2); color: var(--cb-strong);
+  border-top: 3px solid var(--cb-accent); padding: 8px 14px 7px 14px; }
+.chatbci-header .cb-title { font-size: 15px; font-weight: 600; color: var(--cb-strong); }
+.chatbci-header .cb-goal { color: var(--cb-text); margin-top: 1px; }
+.chatbci-header .cb-meta { margin-top: 5px; display: flex; gap: 6px; flex-wrap: wrap; }
 .cb-chip { display: inline-block; border-radius: 999px; padding: 0 9px; font-size: 11.5px;
-  line-height: 20px; background: rgba(255,255,255,.18); color: #fff; white-space: nowrap; }
-.cb-chip.cb-llm { background: rgba(46,160,67,.85); }
-.cb-chip.cb-offline { background: rgba(191,135,0,.9); }
-.chatbci-toolbar { padding: 6px 12px; gap: 8px; align-items: center;
+  line-height: 20px; background: var(--cb-bg); color: var(--cb-text);
+  border: 1px solid var(--cb-border); max-width: 100%; overflow: hidden;
+  text-overflow: ellipsis; white-space: nowrap; }
+.cb-chip.cb-llm { border-color: var(--cb-ok); color: var(--cb-ok); }
+.cb-chip.cb-offline { border-color: var(--cb-warn); color: var(--cb-warn); }
+.chatbci-toolbar { padding: 6px 12px; gap: 8px; align-items: center; flex-wrap: wrap;
   border-bottom: 1px solid var(--cb-border); background: var(--cb-bg2); }
 .chatbci-toolbar > * { flex-shrink: 0; }
-.chatbci-toolbar > .chatbci-autonomy-help { flex-shrink: 1; }
+.chatbci-toolbar > .chatbci-autonomy-help { flex: 1 1 160px; }
 .chatbci-toolbar .widget-label { color: var(--cb-muted); width: auto; min-width: 0;
   font-size: 12px; margin-right: 0; }
 .chatbci-toolbar .widget-toggle-buttons { margin: 0; }
 .chatbci-autonomy .widget-toggle-button { font-size: 12px; height: 26px; width: auto;
-  padding: 0 14px; margin: 0 0 0 0; border-radius: 0; border: 1px solid var(--cb-border);
+  padding: 0 12px; margin: 0; border-radius: 0; border: 1px solid var(--cb-border);
   box-shadow: none; background: var(--cb-bg); color: var(--cb-text); }
 .chatbci-autonomy .widget-toggle-button:first-child { border-radius: 6px 0 0 6px; }
 .chatbci-autonomy .widget-toggle-button:last-child { border-radius: 0 6px 6px 0; }
 .chatbci-autonomy .widget-toggle-button + .widget-toggle-button { margin-left: -1px; }
 .chatbci-autonomy .widget-toggle-button.mod-active { background: var(--cb-accent);
-  color: #fff; border-color: var(--cb-accent); }
+  color: var(--jp-ui-inverse-font-color0, #fff); border-color: var(--cb-accent); }
 .chatbci-autonomy-help { min-width: 0; overflow: hidden; }
 .chatbci-autonomy-help .widget-html-content { font-size: 11.5px; color: var(--cb-muted);
   line-height: 1.3; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-.chatbci-export select { height: 26px; border-radius: 6px; font-size: 12px; }
-.chatbci-scroll { padding: 4px 0; }
-.chatbci-log, .chatbci-mirror { padding: 8px 14px 12px 14px; gap: 2px; }
-.cb-row { display: flex; margin: 5px 0; }
+.chatbci-export select { height: 26px; border-radius: 6px; font-size: 12px;
+  background: var(--cb-bg); color: var(--cb-text); }
+.chatbci-scroll { padding: 4px 0; overflow-x: hidden; }
+.chatbci-log, .chatbci-mirror { padding: 8px 12px 12px 12px; gap: 2px; }
+.cb-row { display: flex; margin: 5px 0; min-width: 0; }
 .cb-row.cb-right { justify-content: flex-end; }
-.cb-bubble { max-width: 82%; border-radius: 14px; padding: 7px 12px 8px 12px;
-  box-shadow: 0 1px 1px rgba(27,31,36,.06); overflow-wrap: anywhere; }
-.cb-bubble.cb-human { background: #dbeafe; color: #0b1f3a; border-bottom-right-radius: 4px; }
+.cb-bubble { max-width: 86%; min-width: 0; border-radius: 12px; padding: 7px 12px 8px 12px;
+  overflow-wrap: anywhere; color: var(--cb-text); }
+.cb-bubble.cb-human { background: color-mix(in srgb, var(--cb-accent) 16%, var(--cb-bg));
+  border: 1px solid color-mix(in srgb, var(--cb-accent) 35%, var(--cb-bg));
+  border-bottom-right-radius: 4px; }
 .cb-bubble.cb-human .cb-text { white-space: pre-wrap; }
 .cb-bubble.cb-ai { background: var(--cb-bg2); border: 1px solid var(--cb-border);
-  border-left: 3px solid var(--cb-ai); border-bottom-left-radius: 4px; }
-.cb-bubble.cb-ai.cb-offline { border-left-color: var(--cb-offline); }
-.cb-bubble.cb-failed { border-left-color: #cf222e; background: #fff5f5; color: #4a0d12; }
+  border-left: 3px solid var(--cb-ok); border-bottom-left-radius: 4px; }
+.cb-bubble.cb-ai.cb-offline { border-left-color: var(--cb-warn); }
+.cb-bubble.cb-failed { border-left-color: var(--cb-bad);
+  background: color-mix(in srgb, var(--cb-bad) 10%, var(--cb-bg)); }
 .cb-who { font-size: 11px; font-weight: 600; color: var(--cb-muted); margin-bottom: 2px; }
-.cb-human .cb-who { color: #1e4e8c; text-align: right; }
+.cb-human .cb-who { text-align: right; }
 .cb-who .cb-when { font-weight: 400; margin-left: 6px; opacity: .8; }
 .cb-who .cb-tag { font-weight: 500; font-size: 10.5px; border-radius: 6px; padding: 0 5px;
-  margin-left: 5px; background: rgba(154,103,0,.12); color: var(--cb-offline); }
+  margin-left: 5px; background: color-mix(in srgb, var(--cb-warn) 15%, transparent);
+  color: var(--cb-warn); }
 .cb-text p { margin: 0 0 6px 0; } .cb-text p:last-child { margin-bottom: 0; }
 .cb-text ul, .cb-text ol { margin: 2px 0 6px 0; padding-left: 20px; }
-.cb-text code { background: rgba(127,127,127,.14); border-radius: 4px; padding: 0 4px;
-  font-size: 12px; }
-.cb-text pre { background: rgba(127,127,127,.1); padding: 6px 8px; border-radius: 6px;
-  overflow-x: auto; }
+.cb-text code { background: color-mix(in srgb, var(--cb-muted) 16%, transparent);
+  border-radius: 4px; padding: 0 4px; font-size: 12px; }
+.cb-text pre { background: color-mix(in srgb, var(--cb-muted) 12%, transparent);
+  padding: 6px 8px; border-radius: 6px; overflow-x: auto; white-space: pre-wrap; }
 .cb-text .cb-align-left { text-align: left; } .cb-text .cb-align-center { text-align: center; }
 .cb-text .cb-align-right { text-align: right; }
+.cb-text a { color: var(--jp-content-link-color, var(--cb-accent)); }
 .cb-cite { display: inline-block; font-size: 10.5px; line-height: 16px; padding: 0 6px;
-  border-radius: 8px; background: rgba(47,111,179,.12); color: var(--cb-accent);
-  font-family: var(--jp-code-font-family, monospace); }
-.cb-cursor { display: inline-block; width: 7px; height: 14px; background: var(--cb-ai);
+  border-radius: 8px; background: color-mix(in srgb, var(--cb-accent) 14%, transparent);
+  color: var(--cb-accent); font-family: var(--jp-code-font-family, monospace); }
+label.cb-cite { cursor: pointer; text-decoration: underline dotted; }
+label.cb-cite:hover { background: color-mix(in srgb, var(--cb-accent) 26%, transparent); }
+.cb-cite-toggle { display: none; }
+.cb-cite-detail { display: none; margin-top: 6px; padding: 6px 9px; border-radius: 8px;
+  border: 1px solid var(--cb-border); border-left: 3px solid var(--cb-accent);
+  background: var(--cb-bg); font-size: 12px; overflow-x: auto; }
+.cb-cite-detail .cb-cite-head { font-weight: 600; color: var(--cb-strong); margin-bottom: 3px; }
+.cb-cite-detail img { max-width: 31%; max-height: 180px; margin: 4px 4px 0 0;
+  border: 1px solid var(--cb-border); border-radius: 6px; background: #fff; }
+.cb-cite-detail dl { margin: 2px 0; display: grid; grid-template-columns: max-content 1fr;
+  gap: 0 10px; } .cb-cite-detail dt { color: var(--cb-muted); } .cb-cite-detail dd { margin: 0; }
+.cb-c0:checked ~ .cb-d0, .cb-c1:checked ~ .cb-d1, .cb-c2:checked ~ .cb-d2, .cb-c3:checked ~ .cb-d3, .cb-c4:checked ~ .cb-d4, .cb-c5:checked ~ .cb-d5, .cb-c6:checked ~ .cb-d6, .cb-c7:checked ~ .cb-d7, .cb-c8:checked ~ .cb-d8, .cb-c9:checked ~ .cb-d9, .cb-c10:checked ~ .cb-d10, .cb-c11:checked ~ .cb-d11
+  { display: block; }
+.cb-cursor { display: inline-block; width: 7px; height: 14px; background: var(--cb-ok);
   vertical-align: text-bottom; margin-left: 2px; animation: cb-blink 1s step-end infinite; }
 @keyframes cb-blink { 50% { opacity: 0; } }
-.cb-tool { display: flex; align-items: baseline; gap: 7px; margin: 3px 0 3px 8px;
-  font-size: 12px; color: var(--cb-muted); }
+.cb-tool { display: flex; flex-wrap: wrap; align-items: baseline; gap: 2px 7px;
+  margin: 3px 0 3px 8px; font-size: 12px; color: var(--cb-muted); min-width: 0; }
 .cb-tool .cb-name { font-family: var(--jp-code-font-family, monospace); color: var(--cb-text);
   font-weight: 600; }
 .cb-tool .cb-args { font-family: var(--jp-code-font-family, monospace); font-size: 11.5px;
-  overflow: hidden; text-overflow: ellipsis; white-space: nowrap; max-width: 55%; }
-.cb-tool .cb-status { white-space: nowrap; }
+  overflow: hidden; text-overflow: ellipsis; white-space: nowrap; max-width: 55%;
+  min-width: 0; }
+.cb-tool .cb-status { overflow-wrap: anywhere; }
 .cb-tool .cb-icon { width: 12px; text-align: center; }
-.cb-tool.cb-ok .cb-icon { color: var(--cb-ai); font-weight: 700; }
-.cb-tool.cb-fail .cb-icon { color: #cf222e; font-weight: 700; }
-.cb-tool.cb-fail .cb-status { color: #cf222e; }
+.cb-tool.cb-ok .cb-icon { color: var(--cb-ok); font-weight: 700; }
+.cb-tool.cb-fail { padding: 4px 8px; border-radius: 8px; color: var(--cb-text);
+  background: color-mix(in srgb, var(--cb-bad) 10%, transparent);
+  border: 1px solid color-mix(in srgb, var(--cb-bad) 45%, transparent); }
+.cb-tool.cb-fail .cb-icon, .cb-tool.cb-fail .cb-state { color: var(--cb-bad); font-weight: 700; }
+.cb-tool.cb-stopped .cb-icon, .cb-tool.cb-stopped .cb-state { color: var(--cb-warn);
+  font-weight: 700; }
+.cb-tool details.cb-detail summary { cursor: pointer; color: var(--cb-muted); }
+.cb-tool .cb-detail { flex-basis: 100%; margin-left: 19px; color: var(--cb-text);
+  overflow-wrap: anywhere; }
 .cb-tool.cb-running .cb-icon { display: inline-block; animation: cb-spin 1.2s linear infinite; }
 @keyframes cb-spin { to { transform: rotate(360deg); } }
 .cb-by { font-size: 10.5px; border-radius: 6px; padding: 0 5px; white-space: nowrap;
-  background: rgba(127,127,127,.12); }
+  background: color-mix(in srgb, var(--cb-muted) 14%, transparent); }
 .cb-system { text-align: center; color: var(--cb-muted); font-size: 11.5px; margin: 6px 0; }
-.cb-system b { color: var(--cb-text); font-weight: 600; }
+.cb-system b { color: var(--cb-strong); font-weight: 600; }
 .cb-divider { display: flex; align-items: center; gap: 10px; color: var(--cb-muted);
   font-size: 11.5px; margin: 10px 0 4px 0; }
 .cb-divider:before, .cb-divider:after { content: ""; flex: 1;
   border-top: 1px dashed var(--cb-border); }
 .cb-error { margin: 4px 0 4px 8px; padding: 5px 10px; border-radius: 8px; font-size: 12px;
-  background: #fff1f0; border: 1px solid #ffccc7; color: #82071e; }
-.cb-result { margin: 2px 0 8px 8px; }
+  color: var(--cb-text); background: color-mix(in srgb, var(--cb-bad) 10%, transparent);
+  border: 1px solid color-mix(in srgb, var(--cb-bad) 45%, transparent);
+  overflow-wrap: anywhere; }
+.cb-error .cb-icon { color: var(--cb-bad); font-weight: 700; }
+.cb-result { margin: 2px 0 8px 8px; overflow-x: auto; }
 .cb-result .cb-caption { font-size: 12px; color: var(--cb-muted); margin: 2px 0 4px 0; }
-.cb-result .cb-caption b { color: var(--cb-text); }
+.cb-result .cb-caption b { color: var(--cb-strong); }
 table.chatbci-table { border-collapse: collapse; font-size: 12.5px; margin: 2px 0 4px 0;
-  font-variant-numeric: tabular-nums; background: var(--cb-bg); }
-table.chatbci-table th { text-align: left; font-weight: 600; padding: 4px 12px;
+  font-variant-numeric: tabular-nums; background: var(--cb-bg); color: var(--cb-text); }
+table.chatbci-table th { text-align: left; font-weight: 600; padding: 4px 10px;
   border-bottom: 2px solid var(--cb-border); background: var(--cb-bg2); }
-table.chatbci-table td { padding: 3px 12px; border-bottom: 1px solid var(--cb-border);
+table.chatbci-table td { padding: 3px 10px; border-bottom: 1px solid var(--cb-border);
   white-space: nowrap; }
 table.chatbci-table th { white-space: nowrap; }
-table.chatbci-table tr:hover td { background: rgba(47,111,179,.06); }
+table.chatbci-table tr:hover td { background: color-mix(in srgb, var(--cb-accent) 7%,
+  transparent); }
 table.chatbci-table caption { caption-side: top; text-align: left; color: var(--cb-muted);
   font-size: 12px; padding-bottom: 4px; }
 .cb-result details { margin-top: 4px; font-size: 12px; }
 .cb-result details summary { cursor: pointer; color: var(--cb-accent); }
 .chatbci-figures { flex-wrap: wrap; gap: 8px; margin: 2px 0 8px 8px; }
+/* Figures are matplotlib PNGs on white: a white mat keeps their axes readable. */
 .chatbci-figure { border: 1px solid var(--cb-border); border-radius: 8px; background: #fff;
-  padding: 4px; object-fit: contain; cursor: zoom-in; }
-.chatbci-figure:hover { box-shadow: 0 2px 8px rgba(27,31,36,.15); }
-.chatbci-card { border: 1px solid #e3b341; background: #fffbeb; border-radius: 12px;
-  padding: 8px 12px 10px 12px; margin: 6px 0 6px 8px; max-width: 88%; gap: 4px; color: #1f2328; }
-.chatbci-card.cb-decided-accept { border-color: #4ac26b; background: #f0fff4; }
-.chatbci-card.cb-decided-modify { border-color: #54aeff; background: #f0f7ff; }
-.chatbci-card.cb-decided-reject { border-color: #d0d7de; background: #f6f8fa; opacity: .85; }
-.chatbci-card .cb-card-head { display: flex; justify-content: space-between; align-items: center;
-  gap: 8px; }
-.chatbci-card .cb-card-title { font-weight: 600; font-size: 13px; }
+  padding: 4px; object-fit: contain; cursor: zoom-in; min-width: 0; }
+.chatbci-card { border: 1px solid var(--cb-warn);
+  background: color-mix(in srgb, var(--cb-warn) 9%, var(--cb-bg)); border-radius: 10px;
+  padding: 8px 12px 10px 12px; margin: 6px 0 6px 8px; max-width: calc(100% - 8px);
+  gap: 4px; color: var(--cb-text); }
+.chatbci-card.cb-decided-accept { border-color: var(--cb-ok);
+  background: color-mix(in srgb, var(--cb-ok) 8%, var(--cb-bg)); }
+.chatbci-card.cb-decided-modify { border-color: var(--cb-accent);
+  background: color-mix(in srgb, var(--cb-accent) 8%, var(--cb-bg)); }
+.chatbci-card.cb-decided-reject { border-color: var(--cb-border); background: var(--cb-bg2); }
+.chatbci-card .cb-card-head { display: flex; flex-wrap: wrap; justify-content: space-between;
+  align-items: center; gap: 4px 8px; }
+.chatbci-card .cb-card-title { font-weight: 600; font-size: 13px; color: var(--cb-strong); }
+.chatbci-card .cb-card-title .cb-from { font-weight: 400; color: var(--cb-muted); }
 .chatbci-card .cb-badge { font-size: 11px; border-radius: 999px; padding: 1px 9px;
-  font-weight: 600; white-space: nowrap; }
-.cb-badge.cb-pending { background: #fff0b3; color: #7d4e00; }
-.cb-badge.cb-queued { background: #ddf4ff; color: #0550ae; }
-.cb-badge.cb-accept { background: #dafbe1; color: #116329; }
-.cb-badge.cb-modify { background: #ddf4ff; color: #0550ae; }
-.cb-badge.cb-reject { background: #ffebe9; color: #82071e; }
+  font-weight: 600; white-space: nowrap; border: 1px solid currentColor; }
+.cb-badge.cb-pending { color: var(--cb-warn); }
+.cb-badge.cb-queued { color: var(--cb-info); }
+.cb-badge.cb-accept { color: var(--cb-ok); }
+.cb-badge.cb-modify { color: var(--cb-accent); }
+.cb-badge.cb-reject { color: var(--cb-muted); }
 .chatbci-card .cb-action { font-family: var(--jp-code-font-family, monospace); font-size: 12px;
-  background: rgba(255,255,255,.7); border: 1px solid rgba(0,0,0,.06); border-radius: 8px;
-  padding: 5px 9px; margin: 5px 0; }
-.chatbci-card .cb-action .cb-tool-name { font-weight: 700; color: #0550ae; }
+  background: var(--cb-bg); color: var(--cb-text); border: 1px solid var(--cb-border);
+  border-radius: 8px; padding: 5px 9px; margin: 5px 0; overflow-wrap: anywhere; }
+.chatbci-card .cb-action .cb-tool-name { font-weight: 700; color: var(--cb-accent); }
 .chatbci-card .cb-action table { border-collapse: collapse; margin-top: 2px; }
 .chatbci-card .cb-action td { padding: 0 10px 0 0; vertical-align: top; }
-.chatbci-card .cb-action td.cb-k { color: #57606a; }
+.chatbci-card .cb-action td.cb-k { color: var(--cb-muted); }
 .chatbci-card .cb-why { font-size: 12.5px; } .chatbci-card .cb-why b { font-weight: 600; }
-.chatbci-card .cb-reason { font-size: 11.5px; color: #57606a; margin-top: 2px; }
+.chatbci-card .cb-reason, .chatbci-card .cb-cost { font-size: 11.5px; color: var(--cb-muted);
+  margin-top: 2px; }
 .chatbci-card .cb-verdict { font-size: 12px; margin-top: 3px; }
-.chatbci-card .cb-hint { font-size: 12px; color: #9a6700; }
-.chatbci-card .cb-hint.cb-bad { color: #cf222e; }
-.chatbci-card .widget-button { border-radius: 6px; font-weight: 600; }
-.chatbci-editor { border-top: 1px dashed #d0d7de; padding-top: 6px; margin-top: 2px; gap: 2px; }
+.chatbci-card .cb-hint { font-size: 12px; color: var(--cb-warn); }
+.chatbci-card .cb-hint.cb-bad { color: var(--cb-bad); }
+.chatbci-card .widget-button { border-radius: 6px; font-weight: 600; margin: 0; }
+.chatbci-card-controls { flex-wrap: wrap; gap: 6px; }
+.chatbci-card-controls > .widget-button { flex: 0 0 auto; width: auto; }
+.chatbci-card-controls > .chatbci-rationale { flex: 1 1 200px; width: auto; margin: 0; }
+.chatbci-card input, .chatbci-card textarea, .chatbci-input textarea {
+  background: var(--jp-input-background, var(--cb-bg)); color: var(--cb-text);
+  border: 1px solid var(--jp-input-border-color, var(--cb-border)); }
+.chatbci-editor { border-top: 1px dashed var(--cb-border); padding-top: 6px; margin-top: 2px;
+  gap: 2px; }
 .chatbci-editor .widget-label { font-family: var(--jp-code-font-family, monospace);
-  font-size: 12px; }
+  font-size: 12px; color: var(--cb-text); }
 .chatbci-footer { padding: 8px 12px 10px 12px; border-top: 1px solid var(--cb-border);
   background: var(--cb-bg2); gap: 6px; }
-.chatbci-input textarea { border-radius: 8px !important; font-size: 13px !important;
-  padding: 6px 9px !important; resize: vertical;
-  font-family: var(--jp-ui-font-family, system-ui, sans-serif) !important; }
-.chatbci-buttons { gap: 6px; }
-.chatbci-buttons .widget-button { border-radius: 6px; font-weight: 600; }
+.chatbci-entry { gap: 8px; align-items: stretch; }
+.chatbci-input { flex: 1 1 auto; min-width: 0; width: auto; margin: 0; }
+.chatbci-input textarea { display: block; width: 100%; min-height: 56px; border-radius: 8px;
+  font-size: 13px; padding: 6px 9px; resize: vertical; outline: none;
+  font-family: var(--jp-ui-font-family, system-ui, sans-serif); }
+.chatbci-input textarea:focus { border-color: var(--cb-accent); }
+.chatbci-input textarea::placeholder { color: var(--cb-muted); }
+.chatbci-buttons { gap: 6px; flex: 0 0 auto; }
+.chatbci-buttons .widget-button { border-radius: 6px; font-weight: 600; margin: 0; }
 .chatbci-quick { gap: 5px; flex-wrap: wrap; }
 .chatbci-quick .widget-button { height: 24px; line-height: 22px; font-size: 11.5px;
   border-radius: 999px; padding: 0 11px; width: auto; margin: 0; background: var(--cb-bg);
   border: 1px solid var(--cb-border); color: var(--cb-muted); box-shadow: none; }
 .chatbci-quick .widget-button:hover:enabled { color: var(--cb-accent);
   border-color: var(--cb-accent); }
-.chatbci-progress { align-items: center; gap: 8px; padding: 0 12px; }
+.chatbci-progress { align-items: center; gap: 4px 8px; padding: 2px 12px; flex-wrap: wrap; }
+.chatbci-progress .widget-progress { flex: 1 1 200px; margin: 0; }
+.chatbci-progress .widget-html { flex: 1 1 260px; }
 .chatbci-progress .widget-html-content { font-size: 12px; color: var(--cb-muted); }
 .chatbci-status .widget-html-content { font-size: 11.5px; color: var(--cb-muted); }
 .cb-spinner { display: inline-block; width: 9px; height: 9px; border-radius: 50%;
@@ -272,7 +337,7 @@ class MessageBubble(widgets.HTML):
     """
 
     def __init__(self, role, label, text="", *, when="", offline=False, event_id=None,
-                 streaming=False, failed=False):
+                 streaming=False, failed=False, cite=None):
         super().__init__(layout=widgets.Layout(width="100%"))
         self.add_class("chatbci-message")
         self.add_class(f"chatbci-message-{role}")
@@ -281,6 +346,9 @@ class MessageBubble(widgets.HTML):
         self.event_id = event_id
         self.text = text
         self.streaming = streaming
+        self.cite = cite
+        self.cited: list[int] = []
+        self._uid = f"cb-{secrets.token_hex(5)}"  # unique on the page: toggles are ids
         self._last = 0.0
         self._lock = threading.Lock()
         self._render()
@@ -300,11 +368,15 @@ class MessageBubble(widgets.HTML):
             body = (f'<div class="cb-text"><p style="white-space:pre-wrap">'
                     f'{esc(terminal_text(shown))}'
                     '<span class="cb-cursor"></span></p></div>')
+            toggles = details = ""
         else:
-            body = f'<div class="cb-text">{markdown_html(shown)}</div>'
+            text_html, self.cited, toggles, details = cited_html(markdown_html(shown),
+                                                                 self.cite, self._uid)
+            body = f'<div class="cb-text">{text_html}</div>'
         cls = "cb-bubble cb-ai" + (" cb-offline" if self.offline else "") + \
             (" cb-failed" if self.failed else "")
-        self.value = f'<div class="cb-row"><div class="{cls}">{who}{body}</div></div>'
+        self.value = (f'<div class="cb-row"><div class="{cls}">{toggles}{who}{body}{details}'
+                      "</div></div>")
 
     def append(self, fragment, min_interval=0.06):
         """Add streamed text (re-rendered at most every ``min_interval`` s)."""
@@ -329,14 +401,122 @@ class MessageBubble(widgets.HTML):
             self._render()
 
 
-def message_widget(ev, me) -> MessageBubble:
+def message_widget(ev, me, cite=None) -> MessageBubble:
+    """A journaled ``message`` as a bubble; ``cite(event_id)`` gives a citation's detail."""
     text = ev.payload.get("text", "")
     if ev.actor.startswith("human:"):
         return MessageBubble("human", human_label(ev.actor, me), text, when=_when(ev),
                              event_id=ev.id)
     label, offline = ai_label(ev.actor)
     return MessageBubble("ai", label, text, when=_when(ev),
-                         offline=offline, event_id=ev.id)
+                         offline=offline, event_id=ev.id, cite=cite)
+
+
+# -- citations ------------------------------------------------------------------------
+
+#: The sanitiser's chip for ``[tool #id]`` (chatbci.sanitize._chip, after nh3).
+_CHIP = re.compile(r'<span class="cb-cite" title="journal event #(\d+)">([^<]*)</span>')
+
+#: Citations per message that open in place (the CSS has a rule for each).
+MAX_CITATIONS = 12
+
+
+def cited_html(body, cite, uid):
+    """Turn citation chips into toggles that show the cited event in place.
+
+    Parameters
+    ----------
+    body : str
+        Sanitised HTML from :func:`markdown_html`.
+    cite : callable | None
+        ``cite(event_id) -> html | None``: the cited event's detail (its
+        summary, figure or table); None leaves the chips as they are.
+    uid : str
+        A prefix unique on the page, for the toggles' ids.
+
+    Returns
+    -------
+    body, cited, toggles, details : str, list of int, str, str
+        A click on a chip (a ``<label>``) checks a hidden checkbox (in
+        ``toggles``), and CSS shows the matching block of ``details``: no
+        script runs, so this works wherever the HTML is shown.
+    """
+    if cite is None:
+        return body, [], "", ""
+    order: list[int] = []
+    shown: dict[int, str | None] = {}
+
+    def chip(m):
+        event_id = int(m.group(1))
+        if event_id not in shown:
+            try:
+                shown[event_id] = (cite(event_id) if len(order) < MAX_CITATIONS else None)
+            except Exception:  # noqa: BLE001 - a chip stays a chip if its event can't be read
+                shown[event_id] = None
+            if shown[event_id] is not None:
+                order.append(event_id)
+        if shown[event_id] is None:
+            return m.group(0)
+        i = order.index(event_id)
+        return (f'<label class="cb-cite" for="{uid}-{i}" title="show journal event #{event_id}"'
+                f">{m.group(2)}</label>")
+
+    body = _CHIP.sub(chip, body)
+    toggles = "".join(f'<input type="checkbox" class="cb-cite-toggle cb-c{i}" id="{uid}-{i}">'
+                      for i in range(len(order)))
+    details = "".join(f'<div class="cb-cite-detail cb-d{i}" data-event="{e}">{shown[e]}</div>'
+                      for i, e in enumerate(order))
+    return body, order, toggles, details
+
+
+def _png_data_uri(path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def citation_detail(ev, root, result_of=None) -> str:
+    """What a citation chip shows in place: the cited event's summary, figures or table.
+
+    Parameters
+    ----------
+    ev : chatbci.workspace.Event
+        The cited event (usually a ``tool_result``).
+    root : pathlib.Path
+        The workspace folder (figures and tables are files there).
+    result_of : callable | None
+        ``result_of(tool_call_event) -> tool_result event | None``, so that a
+        cited call shows its result.
+    """
+    if ev.kind == "tool_call" and result_of is not None:
+        found = result_of(ev)
+        if found is not None:
+            ev = found
+    p = ev.payload
+    when = _when(ev)
+    if ev.kind != "tool_result":
+        text = p.get("text") or p.get("rationale") or p.get("message") or \
+            args_inline(p.get("args") or {}) or p.get("verdict") or ""
+        return (f'<div class="cb-cite-head">{esc(ev.kind)} #{ev.id} · {esc(ev.actor)} · '
+                f"{esc(when)}</div><div>{esc(short_value(text, 400))}</div>")
+    tool = p.get("tool", "?")
+    ok = bool(p.get("ok", True))
+    summary = p.get("summary")
+    head = (f'<div class="cb-cite-head">{esc(tool)} · result #{ev.id} · {esc(when)}</div>'
+            f"<div>{esc(_result_text(tool, ok, summary))}</div>")
+    parts = [head]
+    if ok and tool == "run_benchmark" and isinstance(summary, dict) and summary.get("scores"):
+        parts.append("".join(w.value for w in benchmark_widgets(summary, [], root)))
+    elif isinstance(summary, dict):
+        rows = [(k, v) for k, v in summary.items() if k not in ("error",)][:8]
+        if rows:
+            parts.append("<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(short_value(v, 120))}</dd>"
+                                          for k, v in rows) + "</dl>")
+    images = []
+    for rel in p.get("artifacts") or []:
+        path = root / rel
+        if rel.endswith(".png") and path.is_file() and len(images) < 4:
+            images.append(f'<img src="{_png_data_uri(path)}" alt="{esc(path.name)}">')
+    parts.extend(images)
+    return "".join(parts)
 
 
 def system_line(html_text: str) -> widgets.HTML:
@@ -354,7 +534,8 @@ def divider(text: str) -> widgets.HTML:
 
 
 def error_widget(message: str) -> widgets.HTML:
-    w = widgets.HTML(f'<div class="cb-error">⚠ {esc(message)}</div>',
+    """The one place an error is shown (tool failures show on their tool line instead)."""
+    w = widgets.HTML(f'<div class="cb-error"><span class="cb-icon">⚠</span> {esc(message)}</div>',
                      layout=widgets.Layout(width="100%"))
     w.add_class("chatbci-error")
     w.message = message
@@ -406,10 +587,38 @@ def _result_text(tool, ok, summary) -> str:
     return "done"
 
 
-class ToolCallView(widgets.HTML):
-    """One compact line per tool call: name, arguments, and its status."""
+_STOPPED = re.compile(r"\b(stopped|interrupted) by the human\b")
 
-    def __init__(self, ev, me):
+
+def is_stop_message(text) -> bool:
+    """Whether a tool's error says the human stopped it (a stop is not a failure)."""
+    return bool(_STOPPED.search(str(text or "")))
+
+
+def decided_by(verdict, actor, me) -> str:
+    """``"approved by you"``, ``"modified by ada"``...: who let a tool call run, and how."""
+    who = "you" if actor == me else actor.split(":", 1)[-1]
+    how = {"accept": "approved", "modify": "modified", "reject": "rejected"}.get(verdict, "run")
+    return f"{how} by {who}"
+
+
+class ToolCallView(widgets.HTML):
+    """One compact line per tool call: name, arguments, and its status.
+
+    A failure is shown here, once, with the tool's message (which names the
+    fix); a stop is shown as stopped, not as a failure.
+
+    Parameters
+    ----------
+    ev : chatbci.workspace.Event
+        The ``tool_call`` event.
+    me : str
+        This panel's human actor.
+    by : str | None
+        Who let it run (``"modified by you"``); None: said from the actor.
+    """
+
+    def __init__(self, ev, me, by=None):
         super().__init__(layout=widgets.Layout(width="100%"))
         self.add_class("chatbci-toolcall")
         p = ev.payload
@@ -418,34 +627,57 @@ class ToolCallView(widgets.HTML):
         self.args = p.get("args") or {}
         self.started = ev.ts
         self.actor = ev.actor
-        if ev.actor.startswith("human:"):
-            self.by = "approved by you" if ev.actor == me else \
-                f"approved by {ev.actor.split(':', 1)[-1]}"
+        if by is not None:
+            self.by = by
+        elif ev.actor.startswith("human:"):
+            self.by = decided_by("accept", ev.actor, me)
         else:
             self.by = ""
         self.status = "running"
         self.ok = None
+        self.detail = ""
         self._render("running…")
 
-    def _render(self, status_text):
-        icon = {"running": "⚙", "ok": "✓", "fail": "✗", "unknown": "?"}[self.status]
+    def _render(self, status_text, state=""):
+        icon = {"running": "⚙", "ok": "✓", "fail": "✗", "stopped": "■",
+                "unknown": "?"}[self.status]
         by = f'<span class="cb-by">{esc(self.by)}</span>' if self.by else ""
         args = args_inline(self.args)
+        state = f'<span class="cb-state">{esc(state)}</span>' if state else ""
+        detail = ""
+        if self.detail and self.actor.startswith("ai:") and self.status == "fail":
+            # The assistant's answer, next, tells the human what went wrong: the tool's
+            # own words stay one click away instead of being said twice.
+            detail = (f'<details class="cb-detail"><summary>the tool\'s message</summary>'
+                      f"{esc(self.detail)}</details>")
+        elif self.detail:
+            detail = f'<div class="cb-detail">{esc(self.detail)}</div>'
         self.value = (f'<div class="cb-tool cb-{self.status}"><span class="cb-icon">{icon}</span>'
                       f'<span class="cb-name">{esc(self.tool)}</span>'
-                      f'<span class="cb-args" title="{esc(args)}">{esc(args)}</span>'
-                      f'<span class="cb-status">{esc(status_text)}</span>{by}</div>')
+                      f'<span class="cb-args" title="{esc(args)}">{esc(args)}</span>{state}'
+                      f'<span class="cb-status">{esc(status_text)}</span>{by}{detail}</div>')
 
     def done(self, result_ev):
         p = result_ev.payload
         self.ok = bool(p.get("ok", True))
-        self.status = "ok" if self.ok else "fail"
         try:
             secs = (result_ev.ts - self.started).total_seconds()
-            took = f" · {secs:.1f} s" if secs >= 0.05 else ""
+            took = f"{secs:.1f} s" if secs >= 0.05 else ""
         except (TypeError, AttributeError):
             took = ""
-        self._render(_result_text(self.tool, self.ok, p.get("summary")) + took)
+        summary = p.get("summary")
+        if self.ok:
+            self.status = "ok"
+            self._render(_result_text(self.tool, True, summary) + (f" · {took}" if took else ""))
+            return
+        error = summary.get("error") if isinstance(summary, dict) else summary
+        self.detail = str(error or "no reason recorded")
+        if is_stop_message(error):
+            self.status = "stopped"
+            self._render(took, state="stopped")
+        else:
+            self.status = "fail"
+            self._render(took, state="failed")
 
     def interrupted(self):
         self.status = "unknown"
@@ -474,7 +706,8 @@ def styled_table(df, caption=None, highlight=None, precision=3) -> str:
         column, value = highlight
         if column in shown.columns:
             styler = styler.apply(
-                lambda row: ["font-weight:600;background:rgba(46,160,67,.12)"
+                lambda row: ["font-weight:600;background:color-mix(in srgb, "
+                              "var(--jp-success-color1, #388e3c) 16%, transparent)"
                              if row[column] == value else "" for _ in row], axis=1)
     if caption:
         styler = styler.set_caption(caption)
