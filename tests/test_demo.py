@@ -64,6 +64,14 @@ def test_demo_refuses_to_overwrite_and_explains(tmp_path, capsys):
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
+def clear_outputs(nb):
+    """Execute a notebook as committed: without the outputs of an earlier run."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_tutorial_notebook_executes(path, tmp_path, monkeypatch):
     import nbformat
@@ -76,8 +84,9 @@ def test_tutorial_notebook_executes(path, tmp_path, monkeypatch):
                      ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_CONFIG_DIR", "cfg")):
         monkeypatch.setenv(var, str(tmp_path / sub))
     nb = nbformat.read(path, as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
-        "notebooks are committed without outputs"
+    # Outputs a user's JupyterLab autosaved are no failure here; commits strip them
+    # (.pre-commit-config.yaml, nbstripout; tests/test_jupyter_notebook.py checks HEAD).
+    clear_outputs(nb)
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
