@@ -168,7 +168,8 @@ def test_physionet_matches_moabb(physionet_data, tmp_path, four_pipelines):
     theirs = moabb_results(WithinSessionEvaluation, LeftRightImagery(), ds, four_pipelines,
                            tmp_path, subjects=[1, 2])
     assert_same_scores(ours, theirs)
-    assert set(ours["dataset"]) == {ds.code}
+    # One name per dataset: the catalog name, not MOABB's code "PhysionetMotorImagery".
+    assert set(ours["dataset"]) == {"PhysionetMI"}
     assert (ours["samples"] == 45).all()
 
 

@@ -60,8 +60,10 @@ from tqdm.auto import tqdm
 from . import _sharing
 from .datasets import (
     check_data_available,
+    display_name,
     get_dataset,
     load_epochs_array,
+    physionet_files,
     prepare_dataset,
     trial_count_warning,
 )
@@ -69,7 +71,8 @@ from .datasets import (
 logger = logging.getLogger(__name__)
 
 #: Bump when a change of this module could change a cached score.
-ENGINE_VERSION = 1
+#: 2: cache keys hold the code identity of pipelines and data files' stats.
+ENGINE_VERSION = 2
 
 EVALUATIONS = ("within-session", "cross-session", "cross-subject")
 
@@ -217,8 +220,13 @@ class PipelineEntry:
     key: str = field(init=False)
 
     def __post_init__(self):
-        grid = json.dumps(self.param_grid, sort_keys=True, default=repr)
-        self.key = _sha(_sharing.step_key(self.estimator) + grid)[:16]
+        from .pipelines import code_identity
+
+        grid = _to_json(self.param_grid, fallback=repr, sort_keys=True)
+        # The code too: a user's transformer edited in place (same class name
+        # and parameters) must not be served the scores of its old code.
+        code = _to_json(code_identity(self.estimator), sort_keys=True)
+        self.key = _sha(_sharing.step_key(self.estimator) + grid + code)[:16]
 
 
 def resolve_pipelines(pipelines, param_grid=None):
@@ -374,6 +382,27 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _to_json(value, *, fallback=None, **kwargs) -> str:
+    """The one JSON encoder of the result cache and its keys.
+
+    NumPy scalars and arrays (a subject number taken from MOABB's metadata
+    is a ``numpy.int64``) become plain numbers and lists; anything else that
+    JSON cannot hold goes through ``fallback`` (e.g. ``repr`` for keys) or
+    raises ``TypeError``.
+    """
+
+    def default(obj):
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        if fallback is not None:
+            return fallback(obj)
+        raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+    return json.dumps(value, default=default, **kwargs)
+
+
 def _public_state(obj):
     """JSON-able public attributes of a dataset or paradigm (its configuration)."""
     state = {"class": f"{type(obj).__module__}.{type(obj).__qualname__}"}
@@ -381,8 +410,8 @@ def _public_state(obj):
         if key.startswith("_") or key in ("subject_list",):
             continue
         try:
-            json.dumps(value)
-        except TypeError:
+            value = json.loads(_to_json(value))
+        except (TypeError, ValueError):
             value = repr(value) if not callable(value) else getattr(value, "__name__", "?")
         state[key] = value
     return state
@@ -404,29 +433,54 @@ class ResultCache:
     Layout: ``<cache_dir>/<context>/<pipeline>/<unit>.json`` where
     ``context`` hashes everything but the pipeline that changes a score
     (engine version, evaluation and its random state, dataset and paradigm
-    configuration, software versions) and ``pipeline`` hashes the estimator's
-    full parameters and grid. Writes are atomic (temporary file + rename), so
-    a killed run never leaves a half-written result.
+    configuration, software versions; cross-subject, the data stamps of all
+    subjects), ``pipeline`` hashes the estimator's full parameters, grid and
+    code identity (:func:`~chatbci.bci.pipelines.code_identity`), and
+    ``unit`` names the subject and, where chatbci knows the subject's data
+    files, their sizes and modification times (:func:`_data_stamps`), so a
+    replaced file is recomputed. Writes are atomic and the files follow the
+    umask, like every file of a workspace
+    (:func:`chatbci.workspace.files.write_inside`).
+
+    Parameters
+    ----------
+    cache_dir : path-like | None
+        No caching when None.
+    context : dict
+        JSON-able description of the context (see :func:`_cache_context`).
+    units : dict | None
+        Subject -> unit name; ``"subject-<n>"`` for subjects not listed.
     """
 
-    def __init__(self, cache_dir, context: dict):
+    def __init__(self, cache_dir, context: dict, units=None):
         self.context = context
-        self.context_key = _sha(json.dumps(context, sort_keys=True, default=repr))[:16]
+        self.context_key = _sha(_to_json(context, fallback=repr, sort_keys=True))[:16]
+        self.units = dict(units or {})
         self.root = None
         if cache_dir is not None:
-            self.root = Path(cache_dir) / self.context_key
-            self.root.mkdir(parents=True, exist_ok=True)
+            from chatbci.workspace.files import make_folder, write_inside
+
+            self._write = write_inside
+            cache_dir = Path(cache_dir)
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            self.root = make_folder(cache_dir, self.context_key, what="cache folder")
             info = self.root / "context.json"
             if not info.exists():
-                _atomic_write(info, json.dumps(context, indent=1, default=repr))
+                write_inside(self.root, "context.json",
+                             _to_json(context, fallback=repr, indent=1))
 
-    def _path(self, entry, unit):
-        return self.root / entry.key / f"{unit}.json"
+    def unit(self, subject):
+        """The file name (without ``.json``) of ``subject``'s result."""
+        return self.units.get(subject, f"subject-{subject}")
 
-    def get(self, entry, unit):
+    def _path(self, entry, subject):
+        return Path(entry.key) / f"{self.unit(subject)}.json"
+
+    def get(self, entry, subject):
+        """The cached rows of ``(subject, pipeline)``, or None."""
         if self.root is None:
             return None
-        path = self._path(entry, unit)
+        path = self.root / self._path(entry, subject)
         try:
             return json.loads(path.read_text())
         except FileNotFoundError:
@@ -435,23 +489,39 @@ class ResultCache:
             logger.warning("Ignoring unreadable cache file %s; recomputing.", path)
             return None
 
-    def put(self, entry, unit, rows):
+    def put(self, entry, subject, rows):
+        """Store the rows of ``(subject, pipeline)`` (atomically)."""
         if self.root is None:
             return
-        path = self._path(entry, unit)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, json.dumps(rows))
+        self._write(self.root, self._path(entry, subject), _to_json(rows),
+                    what="cache file")
 
 
-def _atomic_write(path: Path, text: str):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _data_stamps(dataset, paradigm, subjects):
+    """Subject -> short hash of its data files' names, sizes and mtimes.
+
+    ``stat`` only, never reading the files: cheap for gigabytes. Known for
+    :class:`~moabb.datasets.PhysionetMI` (the EDF files the paradigm loads);
+    other datasets get no stamp (SimulatedMI's data follow from its
+    parameters, which are in the key; other MOABB datasets rely on their
+    dataset class and MOABB version).
+    """
+    from moabb.datasets import PhysionetMI
+
+    if not isinstance(dataset, PhysionetMI):
+        return {}
+    prepared = prepare_dataset(dataset, paradigm)
+    stamps = {}
+    for subject in subjects:
+        stats = []
+        for path in physionet_files(prepared, subject):
+            try:
+                st = path.stat()
+                stats.append([path.name, st.st_size, st.st_mtime_ns])
+            except OSError:  # missing: reported before any work starts
+                stats.append([path.name, None, None])
+        stamps[subject] = _sha(_to_json(stats))[:12]
+    return stamps
 
 
 # ----------------------------------------------------------------------------
@@ -980,8 +1050,7 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
     groups = _paradigm_groups(paradigm, entries)
     t_start = perf_counter()
     log_level = verbose if verbose is not None else "WARNING"
-    caches = {id(par): ResultCache(cache_dir, _cache_context(ds, par, evaluation,
-                                                             random_state, subjects))
+    caches = {id(par): _result_cache(cache_dir, ds, par, evaluation, random_state, subjects)
               for par, _ in groups}
 
     # What is already cached.
@@ -990,7 +1059,7 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
         cache = caches[id(par)]
         for s in subjects:
             for entry in members:
-                hit = cache.get(entry, f"subject-{s}")
+                hit = cache.get(entry, s)
                 if hit is not None:
                     rows.extend(hit)
                     from_cache.append((s, entry.name))
@@ -1042,11 +1111,17 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
     notes = _trial_warnings(df, ds, groups, evaluation)
     for note in notes:
         warnings.warn(note, DataWarning, stacklevel=2)
+    methods_notes = engine_notes(groups, random_state)
+    for note in methods_notes:
+        if note["kind"] == "unseeded":
+            warnings.warn(f"{note['text']} {note['fix']}", UnseededWarning, stacklevel=2)
     df.attrs["chatbci"] = dict(n_cached=len(from_cache), n_computed=len(run.kept),
                                seconds=round(perf_counter() - t_start, 3),
                                evaluation=evaluation, random_state=random_state,
                                cache_keys=sorted({c.context_key for c in caches.values()}),
-                               warnings=notes)
+                               warnings=notes,
+                               engine_notes=[{k: n[k] for k in ("kind", "pipeline", "text")}
+                                             for n in methods_notes])
     return df
 
 
@@ -1078,6 +1153,75 @@ class DataWarning(UserWarning):
     """The data of a subject look incomplete (e.g. fewer trials than expected)."""
 
 
+class UnseededWarning(UserWarning):
+    """A pipeline draws random numbers without a seed: its scores are one draw."""
+
+
+def engine_notes(groups, random_state):
+    """What a methods section must say about how the engine ran these pipelines.
+
+    Parameters
+    ----------
+    groups : list of (paradigm, list of PipelineEntry)
+        The run's pipelines with the paradigm that loads their data.
+    random_state : int | None
+        The evaluation's seed; unseeded pipelines are reported only when it
+        is set (without it nothing in the run is reproducible anyway).
+
+    Returns
+    -------
+    notes : list of dict
+        ``{"kind", "pipeline", "text", "fix"}``: ``kind`` is ``"unseeded"``
+        (random numbers drawn without a seed, see
+        :func:`~chatbci.bci.pipelines.unseeded_randomness`; the results are
+        still cached, as the one draw that was made, and carry this note
+        whether computed or served from the cache) or ``"filter_bank"``
+        (chatbci gives filter-bank pipelines every band, MOABB 1.7.2 only
+        the first); ``text`` is one sentence fit for a methods section;
+        ``fix`` says how to change it (empty when there is nothing to fix).
+    """
+    from .pipelines import unseeded_randomness
+
+    notes = []
+    for par, entries in groups:
+        for entry in entries:
+            found = unseeded_randomness(entry.estimator, entry.param_grid)
+            if found and random_state is not None:
+                parts = ", ".join(f"{f['what']}" + (f" in {f['path']}" if f["path"] else "")
+                                  for f in found)
+                yaml_fix = [f for f in found if f["how"]]
+                fix = (
+                    "To make it reproducible, seed it: "
+                    + (f"add `random_state: 42` to the parameters of "
+                       f"{', '.join(f['what'] for f in yaml_fix)} in its YAML, or "
+                       if yaml_fix else "")
+                    + "build it with chatbci.bci.pipelines.seed_pipeline(pipeline, 42)"
+                    + ("" if yaml_fix or len(found) > 1 else
+                       f" ({found[0]['what']} cannot be seeded from a YAML file)")
+                    + ". Until then its scores are cached as this one draw, marked "
+                    "with this note."
+                )
+                notes.append(dict(
+                    kind="unseeded", pipeline=entry.name, fix=fix,
+                    text=(f"{entry.name} draws random numbers without a seed ({parts}), so "
+                          "its scores are a single draw that varies between runs on the "
+                          "same cross-validation folds."),
+                ))
+            if entry.filterbank:
+                bands = ", ".join(f"{lo:g}-{hi:g}" for lo, hi in par.filters)
+                notes.append(dict(
+                    kind="filter_bank", pipeline=entry.name, fix="",
+                    text=(f"{entry.name} was evaluated on all {len(par.filters)} bands of "
+                          f"the filter bank ({bands} Hz), as filter-bank CSP is defined; "
+                          "MOABB 1.7.2's evaluations load only the first band of a "
+                          "filter-bank paradigm (make_process_pipelines(...)[0]), so MOABB "
+                          "reports this pipeline on "
+                          f"{par.filters[0][0]:g}-{par.filters[0][1]:g} Hz alone and its "
+                          "scores can differ from those given here."),
+                ))
+    return notes
+
+
 def _paradigm_groups(paradigm, entries):
     """(paradigm, entries) pairs: one data load per paradigm (plain, filter bank)."""
     base = make_paradigm(paradigm)
@@ -1089,7 +1233,7 @@ def _paradigm_groups(paradigm, entries):
     return groups
 
 
-def _cache_context(ds, par, evaluation, random_state, subjects):
+def _cache_context(ds, par, evaluation, random_state, subjects, stamps=None):
     context = dict(
         engine=ENGINE_VERSION, evaluation=evaluation, random_state=random_state,
         n_folds=5 if evaluation == "within-session" else None,
@@ -1098,7 +1242,18 @@ def _cache_context(ds, par, evaluation, random_state, subjects):
     )
     if evaluation == "cross-subject":
         context["subjects"] = subjects
+        if stamps:  # every fold is trained on every other subject's files
+            context["data"] = [stamps[s] for s in subjects]
     return context
+
+
+def _result_cache(cache_dir, ds, par, evaluation, random_state, subjects):
+    """The :class:`ResultCache` of one paradigm group of a run."""
+    stamps = _data_stamps(ds, par, subjects) if cache_dir is not None else {}
+    units = {} if evaluation == "cross-subject" else {
+        s: f"subject-{s}-data-{stamp}" for s, stamp in stamps.items()}
+    return ResultCache(cache_dir, _cache_context(ds, par, evaluation, random_state,
+                                                 subjects, stamps), units)
 
 
 def _trial_warnings(df, ds, groups, evaluation):
@@ -1200,7 +1355,7 @@ class _Run:
                              f"{text} ({len(self.kept)} of {self.n_todo} results)")
 
     def _finish(self, par, entry, subject, rows):
-        self.caches[id(par)].put(entry, f"subject-{subject}", rows)
+        self.caches[id(par)].put(entry, subject, rows)
         self.rows.extend(rows)
         self.kept.append((subject, entry.name))
 
@@ -1302,7 +1457,7 @@ def _to_dataframe(rows, dataset, pipeline_order, subject_order):
     df = pd.DataFrame(rows, columns=[c for c in RESULT_COLUMNS if c not in
                                      ("n_sessions", "dataset")])
     df["n_sessions"] = dataset.n_sessions
-    df["dataset"] = dataset.code
+    df["dataset"] = display_name(dataset)
     df = df[df["pipeline"].isin(pipeline_order)]
     # Deterministic order: pipelines as given, subjects as in the dataset.
     df["_p"] = df["pipeline"].map({n: i for i, n in enumerate(pipeline_order)})

@@ -103,7 +103,8 @@ def estimate_cost(specs, *, evaluation, n_subjects, n_sessions=1, dataset_code=N
     n_subjects, n_sessions : int
         Subjects requested, and sessions per subject in the dataset.
     dataset_code : str | None
-        Only history rows of this dataset are used.
+        Only history rows of this dataset are used (any name it went by:
+        compared through :func:`~chatbci.bci.datasets.display_name`).
     history : pandas.DataFrame | None
         Earlier results (MOABB columns ``pipeline``, ``time``, ``dataset``,
         ``evaluation``); ``time`` is the seconds to fit one outer fold.
@@ -122,7 +123,11 @@ def estimate_cost(specs, *, evaluation, n_subjects, n_sessions=1, dataset_code=N
     if history is not None and len(history) and "time" in history:
         rows = history
         if dataset_code is not None and "dataset" in rows:
-            rows = rows[rows["dataset"] == dataset_code]
+            from .datasets import display_name
+
+            # Results name a dataset by display_name (older ones by MOABB's code).
+            shown = {v: display_name(v) for v in rows["dataset"].dropna().unique()}
+            rows = rows[rows["dataset"].map(shown) == display_name(dataset_code)]
         if "evaluation" in rows:
             same = rows[rows["evaluation"] == evaluation]
             rows = same if len(same) else rows
@@ -252,9 +257,9 @@ def calibrate_fold_seconds(spec, dataset, *, paradigm="left_right",
     (entry,) = bm.resolve_pipelines([spec])
     par = bm.make_paradigm(bm.make_paradigm(paradigm), filterbank=entry.filterbank)
     subject = ds.subject_list[0] if subject is None else subject
-    key = hashlib.sha256(json.dumps(
+    key = hashlib.sha256(bm._to_json(
         [bm._public_state(ds), bm._public_state(par), entry.key, subject, random_state,
-         n_probe, bm.ENGINE_VERSION, bm._versions()], sort_keys=True, default=repr
+         n_probe, bm.ENGINE_VERSION, bm._versions()], sort_keys=True, fallback=repr
     ).encode()).hexdigest()[:24]
     path = Path(cache_dir, "calibration", f"{key}.json") if cache_dir is not None else None
     if path is not None and path.is_file():
@@ -306,7 +311,7 @@ def calibrate_fold_seconds(spec, dataset, *, paradigm="left_right",
              "n_sessions": int(metadata["session"].nunique())}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(found))
+        path.write_text(bm._to_json(found))
     return _scaled(found, ds, evaluation, n_subjects) | {"from_cache": False}
 
 

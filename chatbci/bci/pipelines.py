@@ -28,6 +28,7 @@ on first use) and through :func:`get_pipeline`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -931,8 +932,18 @@ def load_pipeline(path: str | PathLike) -> PipelineSpec:
     Returns
     -------
     spec : PipelineSpec
+
+    Raises
+    ------
+    PipelineError
+        For an invalid file, naming what is wrong (e.g. the component that
+        is not registered). MOABB's Python pipeline files (``FBCSP.py``) are
+        refused: they are code, which chatbci never runs; the message names
+        what they use that a YAML pipeline cannot express.
     """
     path = Path(path)
+    if path.suffix == ".py":
+        raise PipelineError(_python_file_refusal(path))
     # Refuse a huge file before reading it into memory.
     size = path.stat().st_size
     if size > YAML_MAX_BYTES:
@@ -1052,3 +1063,472 @@ def canonical_pipelines(names: Iterable[str] | None = None) -> dict[str, Pipelin
     """
     specs = [get_pipeline(n) for n in (_CANONICAL_NAMES if names is None else names)]
     return {spec.name: spec.build() for spec in specs}
+
+
+# ---------------------------------------------------------------------------
+# Introspection of built pipelines: what code runs, what is left to chance
+# ---------------------------------------------------------------------------
+
+
+def _named_parts(obj: Any, path: str = "") -> Iterable[tuple[str, Any]]:
+    """``(path, part)`` for ``obj`` and every estimator or function inside it.
+
+    Paths are those of ``set_params`` / a ``param_grid`` (``svc``,
+    ``filterbank__estimator__csp``). Walks pipelines, meta-estimators
+    (FilterBank, GridSearchCV, ensembles) and function parameters such as
+    ``SelectKBest.score_func``.
+    """
+    yield path, obj
+    if isinstance(obj, Pipeline):
+        children = list(obj.steps)
+    elif hasattr(obj, "get_params") and not isinstance(obj, type):
+        children = []
+        for name, value in obj.get_params(deep=False).items():
+            if isinstance(value, (list, tuple)):  # e.g. VotingClassifier.estimators
+                children += [(f"{name}__{v[0]}" if isinstance(v, tuple) else name,
+                              v[-1] if isinstance(v, tuple) else v) for v in value]
+            else:
+                children.append((name, value))
+    else:
+        return
+    for name, value in children:
+        if (hasattr(value, "get_params") and not isinstance(value, type)) or callable(value):
+            yield from _named_parts(value, f"{path}__{name}" if path else name)
+
+
+@functools.lru_cache(maxsize=None)
+def _distribution(module: str) -> tuple[str, str] | None:
+    """``(distribution, version)`` installing ``module``, unless it is edited in place.
+
+    A module of an editable install (``pip install -e``) or of no
+    installed distribution (a script, a notebook, a folder on ``sys.path``)
+    has no version that changes with its code: None.
+    """
+    from importlib.metadata import distribution, packages_distributions
+
+    top = module.split(".", 1)[0]
+    for name in packages_distributions().get(top, []):
+        dist = distribution(name)
+        direct = dist.read_text("direct_url.json") or ""
+        if '"editable": true' in direct.replace(" ", "").replace(":true", ": true"):
+            # chatbci itself: its engine changes are versioned by ENGINE_VERSION.
+            if top == "chatbci":
+                return name, dist.version
+            return None
+        return name, dist.version
+    return None
+
+
+def _code_bytes(code) -> bytes:
+    """A stable byte string of a code object: instructions, names, constants.
+
+    Not ``marshal``: its output depends on reference counts, which differ
+    between processes. Line numbers are left out (a moved method computes
+    the same); nested code (lambdas, comprehensions) is included.
+    """
+    parts = [code.co_code, repr(code.co_names).encode(), repr(code.co_varnames).encode()]
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            parts.append(_code_bytes(const))
+        elif isinstance(const, frozenset):  # set order varies with hash seeds
+            parts.append(repr(sorted(map(repr, const))).encode())
+        else:
+            parts.append(repr(const).encode())
+    return b"\0".join(parts)
+
+
+def _functions_of(obj: Any) -> list:
+    """The functions that define ``obj``: itself, or a class's methods.
+
+    Decorated functions are unwrapped (scikit-learn wraps ``transform`` of
+    every TransformerMixin for ``set_output``): the code that matters is
+    the user's, not the wrapper's.
+    """
+    if not isinstance(obj, type):
+        attrs = [obj]
+    else:
+        attrs = []
+        for _, attr in sorted(vars(obj).items()):
+            if isinstance(attr, property):
+                attrs += [f for f in (attr.fget, attr.fset, attr.fdel) if f is not None]
+            else:
+                attrs.append(attr)
+    found = []
+    for attr in attrs:
+        attr = getattr(attr, "__func__", attr)  # staticmethod / classmethod / bound
+        try:
+            attr = inspect.unwrap(attr)
+        except ValueError:  # a __wrapped__ cycle: keep the outer function
+            pass
+        if hasattr(attr, "__code__"):
+            found.append(attr)
+    return found
+
+
+def _code_digest(obj: Any) -> str:
+    """Hash of the source and of the loaded code of a class or function.
+
+    Both count: the source holds what bytecode misses (class constants,
+    comments aside), the loaded code is what actually runs (a module file
+    edited but not re-imported still runs its old code). Source is
+    unavailable for classes typed into a notebook cell; then the code alone.
+    """
+    h = hashlib.sha256()
+    try:
+        h.update(inspect.getsource(obj).encode())
+    except (OSError, TypeError):
+        h.update(b"<source not available>")
+        if isinstance(obj, type):  # class constants, which only the source shows
+            plain = {k: repr(v) for k, v in vars(obj).items() if not k.startswith("__")
+                     and isinstance(v, (bool, int, float, str, bytes, tuple, type(None)))}
+            h.update(json.dumps(plain, sort_keys=True).encode())
+    for func in _functions_of(obj):
+        h.update(func.__qualname__.encode() + b"\0" + _code_bytes(func.__code__))
+    return h.hexdigest()
+
+
+def code_identity(estimator: Any) -> dict[str, Any]:
+    """What identifies the code a pipeline runs, for cache keys.
+
+    Code from an installed library (scikit-learn, pyRiemann, MNE, MOABB...)
+    is identified by the version of its distribution. Code that is not
+    (a transformer in a script or notebook, a module edited in place under an
+    editable install) is identified by a hash of its source and of its loaded
+    bytecode, so a change of its code, with the same class name and
+    parameters, changes the identity.
+
+    Parameters
+    ----------
+    estimator : estimator instance
+        A pipeline or any scikit-learn estimator; nested estimators,
+        their classes' base classes and function parameters are included.
+
+    Returns
+    -------
+    identity : dict
+        ``{"packages": {distribution: version}, "code": {"module.qualname":
+        sha256}}``, JSON-able and sorted.
+    """
+    packages: dict[str, str] = {}
+    code: dict[str, str] = {}
+    seen: set[int] = set()
+    for _, part in _named_parts(estimator):
+        targets = [part] if callable(part) and not hasattr(part, "get_params") else []
+        if hasattr(part, "get_params"):
+            targets = [c for c in type(part).__mro__ if c is not object]
+        if isinstance(part, functools.partial):
+            targets = [part.func]
+        for target in targets:
+            if id(target) in seen:
+                continue
+            seen.add(id(target))
+            module = getattr(target, "__module__", None) or "__main__"
+            if module == "builtins":
+                continue
+            dist = _distribution(module)
+            if dist is not None:
+                packages[dist[0]] = dist[1]
+            else:
+                code[f"{module}.{getattr(target, '__qualname__', repr(target))}"] = \
+                    _code_digest(target)
+    return {"packages": dict(sorted(packages.items())), "code": dict(sorted(code.items()))}
+
+
+#: Parameters under which scikit-learn estimators use no randomness although
+#: they take a ``random_state`` (its documentation: "ignored when ...").
+_RANDOMNESS_UNUSED: dict[str, Callable[[Mapping[str, Any]], bool]] = {
+    # scikit-learn 1.9 deprecates ``probability`` (default "deprecated").
+    "SVC": lambda p: p.get("probability") is not True,
+    "NuSVC": lambda p: p.get("probability") is not True,
+    "LogisticRegression": lambda p: p.get("solver", "lbfgs") not in ("sag", "saga",
+                                                                     "liblinear"),
+}
+
+#: Functions, used as parameters (SelectKBest's score_func), that draw random
+#: numbers unless given a ``random_state``: MOABB's FBCSP uses the first.
+_RANDOM_FUNCTIONS = ("mutual_info_classif", "mutual_info_regression")
+
+
+def unseeded_randomness(estimator: Any, param_grid: Mapping | list | None = None):
+    """Parts of a pipeline that draw random numbers without a seed.
+
+    Such a pipeline scores differently on every run even on the same folds.
+    Detected: any estimator whose ``random_state`` is None (or searched over
+    a grid that includes None), except where scikit-learn documents it as
+    unused (SVC without ``probability``, LogisticRegression with a
+    deterministic solver, also when the grid never enables them), and
+    ``mutual_info_classif`` as a ``score_func`` without a bound
+    ``random_state`` (it adds random noise to continuous features).
+
+    Parameters
+    ----------
+    estimator : estimator instance
+        The pipeline (nested estimators are searched).
+    param_grid : dict | list of dict | None
+        Its grid, keyed like ``set_params``.
+
+    Returns
+    -------
+    found : list of dict
+        ``{"path": "randomforestclassifier", "what": "RandomForestClassifier",
+        "how": "random_state: 42"}``; ``how`` is None where a YAML file
+        cannot set a seed (then :func:`seed_pipeline` can).
+    """
+    grids = param_grid if isinstance(param_grid, list) else [param_grid or {}]
+
+    def values(path, name, current):
+        # The values a parameter takes in the search: a grid that sets it
+        # replaces the pipeline's own value.
+        key = f"{path}__{name}" if path else name
+        out = []
+        for grid in grids:
+            out += list(grid[key]) if key in grid else [current]
+        return out
+
+    found = []
+    for path, part in _named_parts(estimator):
+        if hasattr(part, "get_params") and not isinstance(part, type):
+            params = part.get_params(deep=False)
+            if "random_state" not in params:
+                continue
+            if all(v is not None for v in values(path, "random_state", params["random_state"])):
+                continue
+            rule = _RANDOMNESS_UNUSED.get(type(part).__name__)
+            if rule is not None:
+                deciding = {"probability", "solver"} & set(params)
+                combos = [{}] + [{k: v} for k in deciding
+                                 for v in values(path, k, params[k])]
+                if all(rule({**params, **c}) for c in combos):
+                    continue
+            found.append({"path": path, "what": type(part).__name__,
+                          "how": "random_state: 42"})
+        elif callable(part):
+            func = part.func if isinstance(part, functools.partial) else part
+            bound = part.keywords if isinstance(part, functools.partial) else {}
+            if getattr(func, "__name__", "") in _RANDOM_FUNCTIONS and \
+                    bound.get("random_state") is None:
+                found.append({"path": path, "what": func.__name__, "how": None})
+    return found
+
+
+def seed_pipeline(estimator: Any, random_state: int = 42) -> Any:
+    """A copy of a pipeline with every unseeded source of randomness seeded.
+
+    Sets each ``random_state`` left None (nested estimators included) and
+    binds ``random_state`` into ``mutual_info_classif`` used as a
+    ``score_func``, so the pipeline scores the same on every run.
+
+    Parameters
+    ----------
+    estimator : estimator instance
+        The pipeline; not modified.
+    random_state : int
+        The seed to set.
+
+    Returns
+    -------
+    seeded : estimator instance
+        An unfitted clone.
+
+    Examples
+    --------
+    >>> from sklearn.ensemble import RandomForestClassifier
+    >>> seed_pipeline(RandomForestClassifier(), 7).random_state
+    7
+    """
+    seeded = clone(estimator)
+    updates = {}
+    for item in unseeded_randomness(seeded):
+        path, part = item["path"], dict(_named_parts(seeded))[item["path"]]
+        if item["how"] is None:
+            func = part.func if isinstance(part, functools.partial) else part
+            kwargs = dict(getattr(part, "keywords", {}) or {}, random_state=random_state)
+            updates[path] = functools.partial(func, **kwargs)
+        else:
+            updates[f"{path}__random_state" if path else "random_state"] = random_state
+    # Shallow paths first: setting a parent must not undo a child's seed.
+    for key in sorted(updates, key=lambda k: k.count("__")):
+        seeded.set_params(**{key: updates[key]})
+    return seeded
+
+
+# ---------------------------------------------------------------------------
+# MOABB's own pipeline files: which run here, and why the others do not
+# ---------------------------------------------------------------------------
+
+#: Names a MOABB Python pipeline file may import that are structure, not
+#: components (pipeline assembly, numbers).
+_STRUCTURE = {"make_pipeline", "Pipeline", "np", "numpy"}
+
+#: chatbci's YAML equivalents of MOABB's Python pipeline files.
+_MOABB_EQUIVALENTS = MappingProxyType({"FBCSP.py": "FBCSP+SVM-grid"})
+
+#: Every motor-imagery paradigm a MOABB pipeline file can list.
+_MI_PARADIGMS = frozenset(p for kind in _PARADIGMS.values() for p in kind)
+
+
+def _python_imports(path: Path) -> list[tuple[str, str]]:
+    """``(module, name)`` of each ``from module import name`` in a Python file.
+
+    Parsed with :mod:`ast`, never executed.
+    """
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [(node.module or "", alias.name) for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) for alias in node.names]
+
+
+def _python_pipeline_dict(path: Path) -> dict[str, Any]:
+    """The literal ``name`` and ``paradigms`` of a MOABB Python file's ``PIPELINE``.
+
+    Read from the syntax tree with :func:`ast.literal_eval`; nothing runs.
+    """
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                and any(isinstance(t, ast.Name) and t.id == "PIPELINE" for t in node.targets)):
+            out = {}
+            for key, value in zip(node.value.keys, node.value.values):
+                if isinstance(key, ast.Constant) and key.value in ("name", "paradigms"):
+                    with contextlib.suppress(ValueError):
+                        out[key.value] = ast.literal_eval(value)
+            return out
+    return {}
+
+
+def _missing_components(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """``"Name (module)"`` for each imported name that is not a usable component."""
+    allowed_functions = {n for _, (_, names) in
+                         ((c.name, f) for c in COMPONENTS.values() for f in c.functions.values())
+                         for n in names}
+    missing = []
+    for module, name in pairs:
+        comp = COMPONENTS.get(name)
+        if comp is not None and comp.module == module:
+            continue
+        if name in _STRUCTURE or name in allowed_functions:
+            continue
+        missing.append(f"{name} ({module})")
+    return missing
+
+
+def _python_file_refusal(path: Path) -> str:
+    missing = _missing_components(_python_imports(path))
+    equivalent = _MOABB_EQUIVALENTS.get(path.name)
+    return (
+        f"{path.name} is a Python pipeline file: chatbci never runs pipeline code, "
+        "only YAML pipelines made of registered components."
+        + (f" It uses what a YAML pipeline cannot express: {', '.join(missing)}."
+           if missing else "")
+        + (f" Use chatbci's YAML equivalent {equivalent!r} (get_pipeline)." if equivalent
+           else " Write it as a YAML pipeline (see list_components()).")
+    )
+
+
+def moabb_pipeline_support(folder: str | PathLike) -> list[dict[str, Any]]:
+    """Which of MOABB's pipeline files run in chatbci, and why the others do not.
+
+    Parameters
+    ----------
+    folder : path-like
+        MOABB's ``pipelines/`` folder (not installed with MOABB; in its
+        repository).
+
+    Returns
+    -------
+    rows : list of dict
+        One per ``.yml`` / ``.py`` file, sorted by file name: ``file``,
+        ``name`` (MOABB's pipeline name, when readable), ``paradigms``,
+        ``motor_imagery`` (whether it lists a motor-imagery paradigm),
+        ``runs`` and ``reason`` (why not: the missing components, the
+        paradigm, or that it is Python code).
+    """
+    rows = []
+    for path in sorted(Path(folder).iterdir(), key=lambda p: p.name.lower()):
+        if path.suffix not in (".yml", ".yaml", ".py"):
+            continue
+        row: dict[str, Any] = {"file": path.name, "name": None, "paradigms": [],
+                               "motor_imagery": False, "runs": False, "reason": ""}
+        if path.suffix == ".py":
+            described = _python_pipeline_dict(path)
+            row["name"] = described.get("name")
+            row["paradigms"] = list(described.get("paradigms") or [])
+            row["motor_imagery"] = bool(set(row["paradigms"]) & _MI_PARADIGMS)
+            row["reason"] = _python_file_refusal(path)
+            rows.append(row)
+            continue
+        raw = _safe_load_bounded(path.read_text(encoding="utf-8"))
+        row["name"] = raw.get("name") if isinstance(raw, dict) else None
+        row["paradigms"] = list(raw.get("paradigms") or []) if isinstance(raw, dict) else []
+        row["motor_imagery"] = bool(set(row["paradigms"]) & _MI_PARADIGMS)
+        try:
+            load_pipeline(path)
+        except PipelineError as err:
+            steps = raw.get("pipeline") or [] if isinstance(raw, dict) else []
+            missing = _missing_components(
+                (s.get("from", ""), s.get("name", "")) for s in steps if isinstance(s, dict))
+            reason = (f"needs {', '.join(missing)}, not a registered component"
+                      if missing else str(err))
+            if not row["motor_imagery"]:
+                reason = (f"not motor imagery ({', '.join(row['paradigms']) or 'no paradigm'}); "
+                          + reason)
+            row["reason"] = reason
+        else:
+            row["runs"] = True
+        rows.append(row)
+    return rows
+
+
+def moabb_pipelines_markdown(folder: str | PathLike, source: str = "") -> str:
+    """``docs/moabb-pipelines.md``: :func:`moabb_pipeline_support` as a page.
+
+    Parameters
+    ----------
+    folder : path-like
+        MOABB's ``pipelines/`` folder.
+    source : str
+        Where the folder comes from (repository and commit), for the page.
+
+    Returns
+    -------
+    text : str
+        Markdown, ending with a newline.
+    """
+    rows = moabb_pipeline_support(folder)
+
+    def cell(text):
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "# MOABB's pipeline files in chatbci",
+        "",
+        "<!-- Generated by chatbci.bci.pipelines.moabb_pipelines_markdown; "
+        "tests/test_engine_edge_cases.py checks it is current. -->",
+        "",
+        "MOABB ships example pipelines in its repository's `pipelines/` folder "
+        "(MOABB 1.7.2 does not install them)"
+        + (f"; this list is made from {source}" if source else "") + ". chatbci reads "
+        "MOABB's YAML format (`load_pipeline`) but only with registered components "
+        "(`list_components()`), and never runs Python pipeline files. Pipelines that "
+        "run are evaluated with MOABB's folds and scorer; MOABB's `LogVar.yml`, and "
+        "LogVariance+LDA and AugmentedDataset+Covariances+TangentSpace+SVC, are checked "
+        "against plain MOABB in the tests. Filter-bank pipelines see every band here, "
+        "MOABB 1.7.2's evaluations only the first (see the README).",
+        "",
+        "| File | MOABB name | Paradigms | Runs in chatbci | Why not |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join([
+            f"`{row['file']}`", cell(row["name"] or "–"),
+            cell(", ".join(row["paradigms"]) or "–"),
+            "yes" if row["runs"] else "no", cell(row["reason"] or "–"),
+        ]) + " |")
+    n_mi = sum(r["motor_imagery"] for r in rows)
+    n_run = sum(r["runs"] for r in rows)
+    lines += ["", f"{n_run} of the {n_mi} motor-imagery pipeline files run; the other "
+              f"{len(rows) - n_mi} files are for other paradigms (SSVEP, P300).", ""]
+    return "\n".join(lines)
