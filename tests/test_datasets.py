@@ -398,3 +398,32 @@ def test_invalid_subject_and_incompatible_paradigm():
         check_data_available(PhysionetMI(), [200])
     with pytest.raises(ValueError, match="cannot be used with LeftRightImagery"):
         load_epochs_array(BNCI2014_002(), LeftRightImagery(), 1)
+
+
+# --------------------------------------------------------------------------
+# Listing: motor-imagery datasets only, unless asked for all
+# --------------------------------------------------------------------------
+
+
+def test_catalog_lists_motor_imagery_datasets_by_default():
+    listed = set(catalog()["name"])
+    everything = set(catalog(include_other_tasks=True)["name"])
+    # MOABB files visual, imagined-speech and arithmetic datasets under "imagery".
+    others = everything - listed
+    assert {"Kaneshiro2015", "Nguyen2017_V", "Pressel2016", "Shin2017B"} <= others
+    assert {"PhysionetMI", "BNCI2014_001", "Cho2017", "SimulatedMI", "Zuo2025",
+            "Ofner2017"} <= listed
+    assert all(datasets.is_motor_task(get_dataset(name)) for name in ("Zhang2017", "Liu2025"))
+    assert not datasets.is_motor_task(get_dataset("Kaneshiro2015"))
+    # Every dataset stays reachable by name.
+    assert type(get_dataset("Kaneshiro2015")).__name__ == "Kaneshiro2015"
+
+
+def test_cli_datasets_lists_motor_imagery_and_says_how_to_see_all(capsys):
+    from chatbci.cli import main
+
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "PhysionetMI" in out and "Kaneshiro2015" not in out and "--all" in out
+    assert main(["datasets", "--all"]) == 0
+    assert "Kaneshiro2015" in capsys.readouterr().out

@@ -40,6 +40,7 @@ __all__ = [
     "display_name",
     "expected_trials",
     "get_dataset",
+    "is_motor_task",
     "load_epochs_array",
     "prepare_dataset",
     "trial_count_warning",
@@ -105,7 +106,7 @@ class DataDamagedError(DataNotAvailableError):
 # --------------------------------------------------------------------------
 
 
-def catalog(paradigm="imagery"):
+def catalog(paradigm="imagery", *, include_other_tasks=False):
     """Describe the available datasets of a paradigm, offline.
 
     One row per MOABB dataset of ``paradigm`` (plus :class:`SimulatedMI` for
@@ -118,6 +119,14 @@ def catalog(paradigm="imagery"):
     paradigm : str
         MOABB paradigm: ``"imagery"`` (motor imagery), ``"p300"``,
         ``"ssvep"``, ...
+    include_other_tasks : bool
+        MOABB files some datasets of other tasks under ``"imagery"``:
+        visual object recognition (Kaneshiro2015), imagined speech
+        (Nguyen2017, Pressel2016, Nieto2022), visual imagery, mental
+        arithmetic. By default only datasets of movement imagery (or
+        executed/attempted movements) are listed; ``True`` lists them all
+        (:func:`get_dataset` finds every one either way). See
+        :func:`is_motor_task`.
 
     Returns
     -------
@@ -130,12 +139,62 @@ def catalog(paradigm="imagery"):
         cue), ``doi`` and ``reference`` (citation from the documentation).
         Sorted by ``name``; a fresh copy on every call.
     """
-    table = pd.DataFrame(
-        copy.deepcopy(list(_catalog_rows(paradigm))), columns=list(CATALOG_COLUMNS)
-    )
+    rows = _catalog_rows(paradigm)
+    if paradigm == "imagery" and not include_other_tasks:
+        rows = [row for row in rows if row["name"] in _motor_task_names()]
+    table = pd.DataFrame(copy.deepcopy(list(rows)), columns=list(CATALOG_COLUMNS))
     # Nullable integers: missing counts show as <NA> instead of turning floats.
     counts = ["n_subjects", "n_sessions", "n_channels", "n_trials_per_class"]
     return table.astype({column: "Int64" for column in counts})
+
+
+#: Class names that are movements (imagined, attempted or executed) ...
+_MOTOR_CLASS = re.compile(
+    r"hand|feet|foot|tongue|leg|elbow|arm|wrist|shoulder|finger|grasp|reach|gait|"
+    r"supination|pronation|flexion|extension|twist|sit_to_stand|stand_to_sit",
+    re.I,
+)
+#: ... and descriptions that say the task is one.
+_MOTOR_TEXT = re.compile(
+    r"motor imagery|movement imagery|\bMI\b|\bME\b|kinesthetic|"
+    r"(?:imagin|attempt|execut)\w* (?:\w+ )?movements?|handwrit|finger|grasp|reach|tapping",
+    re.I,
+)
+
+
+def is_motor_task(dataset):
+    """Whether a dataset's task is movement: imagined, attempted or executed.
+
+    True when a class names a body part or a movement (``left_hand``,
+    ``feet``, ``elbow_flexion``, ``gait_imagery``...), or the dataset's
+    MOABB metadata (study design, tasks, instructions) describes motor
+    imagery or movements. MOABB's ``"imagery"`` paradigm also holds visual,
+    imagined-speech and mental-arithmetic datasets, for which it is False.
+
+    Parameters
+    ----------
+    dataset : moabb.datasets.base.BaseDataset
+
+    Returns
+    -------
+    bool
+    """
+    meta = getattr(dataset, "METADATA", None)
+    exp = getattr(meta, "experiment", None)
+    classes = [*getattr(dataset, "event_id", {}), *(getattr(exp, "class_labels", None) or []),
+               *(getattr(exp, "tasks", None) or [])]
+    if any(_MOTOR_CLASS.search(str(c)) for c in classes):
+        return True
+    text = " ".join(str(getattr(exp, key, None) or "")
+                    for key in ("study_design", "instructions"))
+    return bool(_MOTOR_TEXT.search(text))
+
+
+@functools.lru_cache(maxsize=None)
+def _motor_task_names():
+    names = {cls.__name__ for cls in _dataset_classes()
+             if (ds := _instantiate(cls)) is not None and is_motor_task(ds)}
+    return frozenset(names | {SimulatedMI.__name__})
 
 
 def get_dataset(name, **kwargs):
