@@ -457,3 +457,22 @@ def test_moabb_motor_imagery_yaml_files_load_and_refusals_name_the_missing_part(
     with pytest.raises(PipelineError, match=r"GridSearchCV.*'FBCSP\+SVM-grid'"):
         load_pipeline(MOABB_PIPELINES / "FBCSP.py")
     assert rows["FBCSP.py"]["name"] == "FBCSP + optSVM"
+
+
+def test_engine_notes_reach_the_journaled_run_payload(tmp_path):
+    from chatbci.assistant.tools import TOOLS, ToolContext
+    from chatbci.workspace import Workspace
+    from chatbci.workspace.events import RunPayload
+
+    ws = Workspace.create(tmp_path / "ws", title="t", goal="g")
+    try:
+        result = TOOLS["run_benchmark"].run(ToolContext(ws, n_jobs=1),
+                                            {"pipelines": ["FBCSP+SVM"], "subjects": "1"})
+    finally:
+        ws.close()
+    kinds = sorted(n["kind"] for n in result.run["engine_notes"])
+    assert kinds == ["filter_bank", "unseeded"]
+    assert all(set(n) == {"kind", "pipeline", "text"} for n in result.run["engine_notes"])
+    RunPayload.model_validate(result.run)  # the journal's schema for run events
+    assert result.summary["engine_notes"] == result.run["engine_notes"]
+    assert result.summary["dataset"] == "SimulatedMI"  # what the chat shows

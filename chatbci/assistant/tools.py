@@ -624,6 +624,7 @@ def run_benchmark_tool(ctx, args):
     """Benchmark pipelines on a dataset's subjects with a MOABB evaluation (same
     scores as MOABB, cached). Returns mean ± sd per pipeline."""
     from chatbci.bci.benchmark import BenchmarkStopped, pairs_text, run_benchmark
+    from chatbci.bci.datasets import display_name
     from chatbci.bci.statistics import summary_table
 
     ws = ctx.workspace
@@ -663,7 +664,7 @@ def run_benchmark_tool(ctx, args):
               for row in table.itertuples()}
     artifacts = [ctx.save_table(results)]
     info = results.attrs.get("chatbci", {})
-    summary = {"dataset": plan["dataset"].code, "evaluation": plan["evaluation"],
+    summary = {"dataset": display_name(plan["dataset"]), "evaluation": plan["evaluation"],
                "subjects": plan["subjects"], "random_state": plan["random_state"],
                "scores": scores, "metric": "roc_auc" if results["n_classes"].max() <= 2
                else "accuracy",
@@ -671,7 +672,12 @@ def run_benchmark_tool(ctx, args):
                "from_cache": info.get("n_cached", 0), "computed": info.get("n_computed", 0)}
     if info.get("warnings"):  # e.g. a subject with fewer trials than its dataset has
         summary["warnings"] = info["warnings"]
+    # Unseeded randomness, filter-bank bands: what the methods section must say.
+    engine_notes = info.get("engine_notes", [])
+    if engine_notes:
+        summary["engine_notes"] = engine_notes
     run = {"config_hash": config_hash, "config": config, "scores": scores,
+           "engine_notes": engine_notes,
            "results_path": (runs / f"{config_hash[:16]}.csv").relative_to(ws.path).as_posix(),
            # What a methods section needs, so exports read the journal only.
            "protocol": _protocol(plan, results),
