@@ -126,20 +126,7 @@ def workspace_state(ws, *, query: str | None = None, max_items: int = 5) -> dict
                             ws.path_for("pipelines", ".").glob("*.yml"))[:20],
     }
 
-    best = {}
-    for ev in journal.events(kind="run", limit=20):
-        p = ev.payload
-        cfg_run = p.get("config", {})
-        key = f"{cfg_run.get('dataset', '?')} / {cfg_run.get('evaluation', '?')}"
-        for pipe, sc in (p.get("scores") or {}).items():
-            if isinstance(sc, dict) and "mean" in sc:
-                best.setdefault(key, {})[pipe] = {
-                    "mean": sc["mean"], "sd": sc.get("sd"), "n": sc.get("n_subjects"),
-                    "event": ev.id}
-    state["results"] = {
-        key: dict(sorted(pipes.items(), key=lambda kv: -kv[1]["mean"])[:max_items])
-        for key, pipes in list(best.items())[-max_items:]
-    }
+    state.update(_results_state(ws, max_items))
 
     pending = journal.pending_suggestions(limit=max_items)
     state["pending_suggestions"] = [
@@ -164,8 +151,78 @@ def workspace_state(ws, *, query: str | None = None, max_items: int = 5) -> dict
     return state
 
 
+def _results_state(ws, max_items):
+    """The ``results`` section: pipelines ranked like for like, and stale comparisons.
+
+    Per dataset / evaluation / seed, the pipelines ranked on the subjects they
+    share come first (``rank``; means over the shared subjects), then those
+    scored on other subjects (``ranked: false``, their own n and subjects).
+    Read from the newest 20 runs, without statistical tests (those are the
+    ``compare_pipelines`` tool's), so that a turn stays cheap.
+    """
+    from chatbci.bci.statistics import like_for_like, stale_comparisons, subject_ranges
+
+    from .tools import journal_results
+
+    df = journal_results(ws, limit=20)
+    results = {}
+    comparisons = like_for_like(df, tests=False) if len(df) else []
+    for c in comparisons:
+        key = f"{c.key['dataset']} / {c.key['evaluation'] or '?'}"
+        if c.key.get("seed") not in (None, ""):
+            key += f" / seed {c.key['seed']}"
+        if c.key.get("cohort"):
+            key += f" / cohort {c.key['cohort']}"
+        pipes = {}
+        for r in c.ranking.itertuples():
+            pipes[r.pipeline] = {"mean": round(float(r.mean), 4), "sd": round(float(r.sd), 4),
+                                 "n": int(r.n_subjects), "rank": int(r.rank),
+                                 "subjects": subject_ranges(c.subjects)}
+        for r in c.apart.itertuples():
+            pipes[r.pipeline] = {"mean": round(float(r.mean), 4), "sd": round(float(r.sd), 4),
+                                 "n": int(r.n_subjects), "ranked": False,
+                                 "subjects": r.subjects}
+        results[key] = dict(list(pipes.items())[:max_items])
+    # Runs whose per-subject table is gone: their own means, never ranked.
+    have = set(df["run"]) if len(df) else set()
+    for ev in ws.journal.events(kind="run", limit=20):
+        cfg = ev.payload.get("config") or {}
+        if str(ev.id) in have or not isinstance(cfg, dict):
+            continue
+        key = f"{cfg.get('dataset', '?')} / {cfg.get('evaluation', '?')} / run {ev.id}"
+        pipes = {pipe: {"mean": sc["mean"], "sd": sc.get("sd"), "n": sc.get("n_subjects"),
+                        "ranked": False}
+                 for pipe, sc in (ev.payload.get("scores") or {}).items()
+                 if isinstance(sc, dict) and "mean" in sc}
+        if pipes:
+            results[key] = dict(list(pipes.items())[:max_items])
+    out = {"results": dict(list(results.items())[-max_items:])}
+    if any(len(c.apart) for c in comparisons) or len(results) > len(comparisons):
+        out["results_note"] = ("rank: order on the subjects the ranked pipelines share; "
+                               "ranked=false: scored on other subjects, not comparable")
+    # Journaled comparisons that later runs overtook: say so, so they are not quoted.
+    runs = [{"id": int(r), "dataset": d, "evaluation": e, "seed": sd}
+            for (r, d, e, sd) in df[["run", "dataset", "evaluation", "seed"]]
+            .drop_duplicates().itertuples(index=False)]
+    compares = []
+    for ev in ws.journal.events(kind="tool_result", limit=200):
+        if ev.payload.get("tool") != "compare_pipelines" or not ev.payload.get("ok"):
+            continue
+        for c in (ev.payload.get("summary") or {}).get("comparisons") or []:
+            compares.append({"id": ev.id, "dataset": c.get("dataset"),
+                             "evaluation": c.get("evaluation"), "seed": c.get("seed")})
+    stale = stale_comparisons(compares, runs)
+    if stale:
+        out["stale_comparisons"] = [
+            {"event": cid, "newer_runs": later[-max_items:],
+             "note": "made before these runs: call compare_pipelines again before citing it"}
+            for cid, later in list(stale.items())[-max_items:]]
+    return out
+
+
 # Trimmed first -> last when over budget.
-_TRIM_ORDER = ("knowledge", "recent_decisions", "results", "pending_suggestions")
+_TRIM_ORDER = ("knowledge", "recent_decisions", "stale_comparisons", "results",
+               "pending_suggestions")
 
 
 def render_state(state: dict, budget_tokens: int = 3000) -> str:

@@ -300,17 +300,9 @@ def _summary_line(content):
         return (f"{data['evaluation']} on {data['dataset']}, subjects {data['subjects']} "
                 f"({data['metric']}): {scores}. Best: {data['best']}{cite}.")
     if tool == "compare_pipelines":
-        out = []
-        for c in data["comparisons"]:
-            pairs = ", ".join(f"vs {p['worse']}: p={p['p']}, smd={p['smd']}"
-                              for p in c["vs_best"])
-            out.append(f"{c['dataset']} ({c['evaluation']}, {c['n_subjects']} subjects, "
-                       f"{c['test']} test): best {c['best']} ({c['best_mean']:.3f}); {pairs}")
-        return "; ".join(out) + f"{cite}."
+        return _comparison_text(data) + f"{cite}."
     if tool == "show_results":
-        rows = "; ".join(f"{r['pipeline']} {r['mean']:.3f} ± {r['sd']:.3f} "
-                         f"({r['dataset']}, n={r['n_subjects']})" for r in data["results"])
-        return f"Results so far: {rows}{cite}."
+        return _results_text(data) + f"{cite}."
     if tool == "define_pipeline":
         return (f"Pipeline {data['name']} ({' → '.join(data['steps'])}) saved to "
                 f"{data['path']}{cite}.")
@@ -328,3 +320,62 @@ def _summary_line(content):
         return (f"{len(data['components'])} components are allowed; canonical pipelines: "
                 f"{', '.join(data['canonical_pipelines'])}{cite}.")
     return f"Done{cite}."
+
+
+# -- results, like for like ----------------------------------------------------------
+
+
+def _comparison_text(data):
+    """A ``compare_pipelines`` result in words: the best on the shared subjects, each p
+    with its n and smallest attainable p, and the pipelines left apart."""
+    out = []
+    for c in data.get("comparisons") or []:
+        pairs = ", ".join(f"vs {p['worse']}: p={p['p']} (n = {c['n_subjects']}, min p = "
+                          f"{p.get('min_p')}), smd={p['smd']}" for p in c.get("vs_best") or [])
+        text = (f"{c['dataset']} ({c['evaluation']}, seed {c.get('seed', '?')}): on the "
+                f"{c['n_subjects']} subjects they share ({c.get('subjects', '?')}), best "
+                f"{c['best']} ({c['best_mean']:.3f}); {pairs} ({c['test']} test)")
+        if c.get("caution"):
+            text += f"; caution: {c['caution']}"
+        apart = c.get("not_ranked") or []
+        if apart:
+            text += ("; not ranked, as they ran on other subjects: "
+                     + ", ".join(f"{a['pipeline']} {a['mean']:.3f} (n = {a['n_subjects']}, "
+                                 f"subjects {a['subjects']})" for a in apart))
+        out.append(text)
+    for g in data.get("not_compared") or []:
+        names = ", ".join(f"{p['pipeline']} (n = {p['n_subjects']})" for p in g["pipelines"])
+        out.append(f"{g['dataset']} ({g.get('evaluation')}): not compared, {g['reason']}: "
+                   f"{names}")
+    for m in (data.get("meta_analysis") or [])[:3]:
+        i2 = "n/a" if m.get("I2") is None else f"{100 * m['I2']:.0f}%"
+        out.append(f"over {len(m['groups'])} datasets/runs, {m['better']} vs {m['worse']}: "
+                   f"Stouffer p = {m['p']}, smd = {m['smd']}, I\u00b2 = {i2}")
+    return "; ".join(out)
+
+
+def _results_text(data):
+    """A ``show_results`` result in words: ranked pipelines first (on shared
+    subjects), then those on other subjects with their own n."""
+    out = []
+    rows = data.get("results") or []
+    for g in data.get("groups") or [{}]:
+        mine = [r for r in rows if all(r.get(k) == g.get(k) for k in
+                                       ("dataset", "evaluation", "seed") if k in g)]
+        ranked = [r for r in mine if r.get("ranked", True)]
+        apart = [r for r in mine if not r.get("ranked", True)]
+        text = ""
+        if ranked:
+            where = (f"{ranked[0]['dataset']}, {ranked[0]['evaluation']}"
+                     + (f", ranked on subjects {g['ranked_on_subjects']} "
+                        f"(n = {g['n_subjects']})" if g else ""))
+            text = f"{where}: " + "; ".join(
+                f"{r['pipeline']} {r['mean']:.3f} ± {r['sd']:.3f}"
+                + (f" ({r['subjects_above_chance']} subjects above chance)"
+                   if r.get("subjects_above_chance") else "") for r in ranked)
+        if apart:
+            text += ("; not ranked (other subjects, not comparable): " + "; ".join(
+                f"{r['pipeline']} {r['mean']:.3f} ± {r['sd']:.3f} (n = {r['n_subjects']}, "
+                f"subjects {r.get('subjects')})" for r in apart))
+        out.append(text)
+    return "Results so far: " + " | ".join(t for t in out if t)

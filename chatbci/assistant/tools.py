@@ -737,9 +737,38 @@ class ResultsArgs(Args):
         None, description="Only this evaluation.")
 
 
+def journal_results(ws, limit=None):
+    """Per-subject scores of every journaled benchmark run, labelled by run and time.
+
+    Each ``run`` event's table is the content-addressed CSV its
+    ``tool_result`` journaled (checked against its name), else the run's
+    ``results_path``; :func:`chatbci.bci.statistics.results_from_runs` adds
+    the evaluation, paradigm, seed, run id and time the like-for-like
+    comparison groups by. ``limit``: only the newest ``limit`` runs.
+    """
+    from chatbci.bci.statistics import read_run_table, results_from_runs
+
+    runs = []
+    for ev in ws.journal.events(kind="run", limit=limit):
+        p = ev.payload
+        if not isinstance(p.get("config"), dict):
+            continue
+        runs.append({"run": ev.id, "time": ev.ts.isoformat(), "config": p["config"],
+                     "protocol": p.get("protocol"),
+                     "table": read_run_table(ws.path, p, _parent_payload(ws, ev))})
+    return results_from_runs(runs)
+
+
+def _parent_payload(ws, ev):
+    try:
+        return ws.journal.get(ev.parent_id).payload if ev.parent_id else {}
+    except KeyError:
+        return {}
+
+
 def _select_results(ws, args):
-    df = workspace_results(ws)
-    if df is None:
+    df = journal_results(ws)
+    if df.empty:
         raise ToolError("No benchmark results yet in this workspace: run_benchmark first.")
     if args.dataset:
         code = args.dataset
@@ -757,61 +786,124 @@ def _select_results(ws, args):
     return df
 
 
+def _above_chance(df):
+    """(dataset, evaluation, seed, pipeline) -> {subject: beats chance at p < 0.05}."""
+    from chatbci.bci.statistics import StatisticsError, subject_significance
+
+    try:
+        sig = subject_significance(df)
+    except StatisticsError:  # results without trial counts
+        return {}
+    out = {}
+    for r in sig.itertuples():
+        out.setdefault((r.dataset, r.evaluation, r.seed, r.pipeline), {})[r.subject] = bool(
+            r.above_chance)
+    return out
+
+
+def _group_summary(c):
+    """The key of a like-for-like group, for tool results."""
+    return {k: v for k, v in c.key.items() if v not in (None, "")}
+
+
 @TOOLS.register("show_results", ResultsArgs, Cost.READ_ONLY)
 def show_results(ctx, args):
-    """Show benchmark results so far: mean ± sd and n subjects per pipeline."""
-    from chatbci.bci.statistics import score_plot, summary_table
-
-    df = _select_results(ctx.workspace, args)
-    rows = []
-    for (evaluation, _), part in df.groupby(["evaluation", "dataset"]):
-        table = summary_table(part)
-        for r in table.itertuples():
-            rows.append({"dataset": r.dataset, "evaluation": evaluation,
-                         "pipeline": r.pipeline, "mean": round(r.mean, 4),
-                         "sd": round(r.sd, 4), "n_subjects": int(r.n_subjects)})
-    artifacts = [ctx.save_figure(score_plot(df))]
+    """Show benchmark results so far: per dataset, evaluation and seed, the pipelines
+    ranked on the subjects they share (mean ± sd, n), then those on other subjects
+    with their own n; subjects above chance."""
     import pandas as pd
 
-    artifacts.insert(0, ctx.save_table(pd.DataFrame(rows)))
-    return ToolResult({"results": rows}, artifacts, text=f"{len(rows)} pipeline results")
+    from chatbci.bci.statistics import like_for_like, score_plot, subject_ranges
+
+    df = _select_results(ctx.workspace, args)
+    chance = _above_chance(df)
+    rows, groups = [], []
+    for c in like_for_like(df, tests=False):
+        key = _group_summary(c)
+        groups.append({**key, "ranked_on_subjects": subject_ranges(c.subjects),
+                       "n_subjects": c.n_subjects,
+                       "ranked": list(c.ranking["pipeline"]),
+                       "apart": list(c.apart["pipeline"])})
+        for ranked, table in ((True, c.ranking), (False, c.apart)):
+            for r in table.itertuples():
+                row = {**key, "pipeline": r.pipeline, "mean": round(float(r.mean), 4),
+                       "sd": round(float(r.sd), 4), "n_subjects": int(r.n_subjects),
+                       "subjects": subject_ranges(c.subjects) if ranked else r.subjects,
+                       "ranked": ranked}
+                hit = chance.get((c.key["dataset"], c.key["evaluation"], c.key["seed"],
+                                  r.pipeline))
+                if hit:  # counted on the subjects this row rests on
+                    mine = [hit[s] for s in (c.subjects if ranked else hit)]
+                    row["subjects_above_chance"] = f"{sum(mine)} of {len(mine)}"
+                rows.append(row)
+    artifacts = [ctx.save_table(pd.DataFrame(rows)), ctx.save_figure(score_plot(df))]
+    note = ("Means of ranked pipelines are over the subjects they share; pipelines with "
+            "ranked=false ran on other subjects and are not comparable with the ranking. "
+            "subjects_above_chance: subjects whose score beats chance (p < 0.05) for "
+            "their trial count.")
+    return ToolResult({"results": rows, "groups": groups, "note": note}, artifacts,
+                      text=f"{len(rows)} pipeline results")
 
 
 @TOOLS.register("compare_pipelines", ResultsArgs, Cost.READ_ONLY)
 def compare_pipelines_tool(ctx, args):
-    """Compare pipelines with paired tests (MOABB) on shared subjects: p-values,
-    effect sizes, the best."""
-    from chatbci.bci.statistics import (
-        compare_pipelines,
-        paired_plot,
-        paired_subset,
-        summary_table,
-    )
+    """Compare pipelines with paired tests (MOABB) on the subjects they share: the
+    ranking, the best, p-values (with n and the smallest p possible), effect sizes;
+    pipelines on other subjects listed apart; a meta-analysis over datasets/seeds."""
+    from chatbci.bci.figures import forest_plot
+    from chatbci.bci.statistics import like_for_like, meta_analysis, paired_plot
 
     df = _select_results(ctx.workspace, args)
-    out, artifacts = [], []
-    for (evaluation, dataset), part in df.groupby(["evaluation", "dataset"]):
-        if part["pipeline"].nunique() < 2:
+    comparisons = like_for_like(df)
+    out, apart, artifacts = [], [], []
+    for c in comparisons:
+        d = c.to_dict()
+        if c.best is None:
+            apart.append({**_group_summary(c), "pipelines": [
+                {"pipeline": r["pipeline"], "n_subjects": r["n_subjects"],
+                 "subjects": r.get("subjects") or d["subjects"]}
+                for r in d["ranking"] + d["apart"]],
+                "reason": "no two pipelines share 2 subjects here"})
             continue
-        # Best and tests on the subjects every pipeline was scored on.
-        part = paired_subset(part)
-        stats = compare_pipelines(part)
-        table = summary_table(part, stats)
-        best = table.iloc[0]
-        pairs = [{"better": s.pipe1, "worse": s.pipe2, "p": round(float(s.p), 4),
-                  "smd": round(float(s.smd), 3)}
-                 for s in stats.itertuples() if s.pipe1 == best.pipeline]
-        out.append({"dataset": dataset, "evaluation": evaluation, "best": best.pipeline,
-                    "best_mean": round(float(best["mean"]), 4),
-                    "n_subjects": int(best.n_subjects), "vs_best": pairs,
-                    "test": "permutation" if best.n_subjects < 20 else "wilcoxon"})
-        runner_up = table.iloc[1].pipeline
-        artifacts.append(ctx.save_figure(paired_plot(part, best.pipeline, runner_up)))
+        best = d["ranking"][0]
+        pairs = [{"better": c.best, "worse": r["pipeline"], "p": r["p_vs_best"],
+                  "smd": r["smd_vs_best"], "n_subjects": c.n_subjects, "min_p": d["min_p"]}
+                 for r in d["ranking"][1:]]
+        entry = {**_group_summary(c), "best": c.best, "best_mean": best["mean"],
+                 "n_subjects": c.n_subjects, "subjects": d["subjects"], "test": c.test,
+                 "min_p": d["min_p"], "vs_best": pairs, "ranking": d["ranking"],
+                 "not_ranked": d["apart"], "runs": [int(r) for r in c.runs]}
+        if c.caution:
+            entry["caution"] = c.caution
+        out.append(entry)
+        shared = df[df["subject"].isin(c.subjects)
+                    & df["pipeline"].isin(c.ranking["pipeline"])]
+        for k, v in c.key.items():
+            if k in shared.columns:
+                shared = shared[shared[k].astype(str) == str(v)]
+        artifacts.append(ctx.save_figure(
+            paired_plot(shared, c.best, str(c.ranking.iloc[1]["pipeline"]))))
     if not out:
-        raise ToolError("compare_pipelines needs at least two pipelines benchmarked on the "
-                        "same dataset and evaluation.")
-    return ToolResult({"comparisons": out}, artifacts,
-                      text="; ".join(f"{c['dataset']}: best {c['best']}" for c in out))
+        raise ToolError("compare_pipelines needs at least two pipelines benchmarked on at "
+                        "least 2 of the same subjects with the same dataset, evaluation and "
+                        "seed; benchmark them on the same subjects first.")
+    summary = {"comparisons": out}
+    if apart:
+        summary["not_compared"] = apart
+    meta = meta_analysis(comparisons)
+    if len(meta):
+        summary["meta_analysis"] = [
+            {"better": m.pipe1, "worse": m.pipe2, "groups": m.groups,
+             "n_subjects": m.n_subjects, "p": round(float(m.p), 6),
+             "smd": round(float(m.smd), 3),
+             "I2": None if m.I2 != m.I2 else round(float(m.I2), 3)}
+            for m in meta.itertuples() if m.smd > 0]
+        for m in summary["meta_analysis"][:2]:
+            artifacts.append(ctx.save_figure(forest_plot(comparisons, m["better"],
+                                                         m["worse"])))
+    return ToolResult(summary, artifacts,
+                      text="; ".join(f"{c['dataset']}: best {c['best']} (n = "
+                                     f"{c['n_subjects']})" for c in out))
 
 
 # ---------------------------------------------------------------------------

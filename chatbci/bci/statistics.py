@@ -343,6 +343,48 @@ def results_from_runs(runs) -> pd.DataFrame:
     return out
 
 
+def read_run_table(root, run, result=None):
+    """The per-subject results table of one journaled benchmark run.
+
+    Parameters
+    ----------
+    root : path-like
+        The folder the run's paths are relative to (its workspace).
+    run : dict
+        The ``run`` payload (``results_path``).
+    result : dict | None
+        Its ``tool_result`` payload: a CSV among its ``artifacts`` is named
+        by its sha256 and used first, if its bytes still match the name.
+
+    Returns
+    -------
+    table : pandas.DataFrame | None
+        None when no readable, unchanged table is left.
+    """
+    import hashlib
+    import io
+    from pathlib import Path
+
+    root = Path(root).resolve()
+    stored = [a for a in ((result or {}).get("artifacts") or [])
+              if isinstance(a, str) and a.endswith(".csv")]
+    candidates = stored + ([run["results_path"]] if run.get("results_path") else [])
+    for rel in candidates:
+        path = (root / str(rel)).resolve()
+        if not path.is_relative_to(root):  # a path out of the workspace is not read
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if rel in stored and hashlib.sha256(data).hexdigest() != path.name.split(".")[0]:
+            continue  # changed since the journal recorded it
+        table = pd.read_csv(io.BytesIO(data), dtype={"subject": str, "session": str})
+        if {"pipeline", "subject", "score"} <= set(table.columns):
+            return table
+    return None
+
+
 def _choose_compared(subject_sets, min_subjects):
     """The pipelines to rank together, and the subjects they share.
 
@@ -778,8 +820,8 @@ def subject_significance(results, *, metric=None, alpha=0.05) -> pd.DataFrame:
     Returns
     -------
     table : pandas.DataFrame
-        ``dataset``, ``evaluation``, ``pipeline``, ``subject``, ``score``
-        (sessions averaged), ``n_trials``, ``chance_level`` (score needed
+        ``dataset``, ``evaluation``, ``paradigm``, ``seed``, ``pipeline``,
+        ``subject``, ``metric``, ``score`` (sessions averaged), ``n_trials``, ``chance_level`` (score needed
         for p < alpha), ``p_chance``, ``above_chance``. Within-session
         scores average 5 folds over a session's trials; other evaluations
         score a whole test session (or subject) once.
@@ -816,7 +858,7 @@ def subject_significance(results, *, metric=None, alpha=0.05) -> pd.DataFrame:
         else:
             p = chance_p_value(score, n_trials, n_classes, metric=m)
             level = chance_level(n_trials, n_classes, metric=m, alpha=alpha)
-        rows.append({**{k: key[k] for k in ("dataset", "evaluation", "pipeline", "subject")},
+        rows.append({**key,
                      "metric": m, "score": score, "n_trials": n_trials,
                      "chance_level": level, "p_chance": p, "above_chance": p < alpha})
     return pd.DataFrame(rows)
