@@ -1516,7 +1516,9 @@ def moabb_pipelines_markdown(folder: str | PathLike, source: str = "") -> str:
         "run are evaluated with MOABB's folds and scorer; MOABB's `LogVar.yml`, and "
         "LogVariance+LDA and AugmentedDataset+Covariances+TangentSpace+SVC, are checked "
         "against plain MOABB in the tests. Filter-bank pipelines see every band here, "
-        "MOABB 1.7.2's evaluations only the first (see the README).",
+        "MOABB 1.7.2's evaluations only the first (`make_process_pipelines(...)[0]`), so "
+        "their scores can differ from MOABB's; every run of one says so in its "
+        "`engine_notes`, and so does the methods section.",
         "",
         "| File | MOABB name | Paradigms | Runs in chatbci | Why not |",
         "|---|---|---|---|---|",
