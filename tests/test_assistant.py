@@ -349,3 +349,66 @@ def test_decision_notices_do_not_leak_into_the_humans_request(ws):
     nxt = session.send("benchmark CSP+LDA on SimulatedMI subjects 2").suggestions[0]
     assert nxt.payload["action"]["args"] == {"pipelines": ["CSP+LDA"],
                                              "dataset": "SimulatedMI", "subjects": "2"}
+
+
+# -- the offline assistant: typos, questions about results, suggestions -----------------
+
+
+def test_offline_says_did_you_mean_for_a_misspelt_name_and_runs_nothing(ws):
+    session = Session(ws, backend=OfflineBackend(), n_jobs=1)
+    turn = session.send("benchmark CSP-LDA on SimulatedMI subjects 1-2")
+    assert "did you mean CSP+LDA?" in turn.text and "nothing was run" in turn.text
+    assert kinds(turn.events) == ["message", "message"]
+    assert "did you mean TS+LR?" in session.send("benchmark ts_lr please").text
+    assert "did you mean benchmark?" in session.send("benchmrak everything").text
+    # Dataset names are matched forgivingly, not corrected.
+    turn = session.send("describe bnci2014-001")
+    assert turn.tool_results[0].payload["summary"]["name"] == "BNCI2014_001"
+
+
+def test_offline_answers_which_pipeline_is_best_from_the_results(ws):
+    session = Session(ws, backend=OfflineBackend(), n_jobs=1)
+    before = session.send("Which pipeline is best?")
+    assert "no results" in before.text and not before.tool_results
+    sugg = session.send("benchmark CSP+LDA and MDM on SimulatedMI subjects 1-2").suggestions[0]
+    session.approve(sugg.id, "two subjects")
+    after = session.send("which pipeline is best?")
+    assert [r.payload["tool"] for r in after.tool_results] == ["compare_pipelines"]
+    assert "I did not understand" not in after.text
+    scores = session.send("what are the scores?")
+    assert [r.payload["tool"] for r in scores.tool_results] == ["show_results"]
+
+
+def test_offline_benchmark_answer_writes_subjects_as_ranges(ws):
+    ws.configure(actor="human:ada", autonomy="auto")
+    session = Session(ws, backend=OfflineBackend(), n_jobs=1)
+    turn = session.send("benchmark MDM on SimulatedMI subjects 1-3")
+    assert "subjects 1-3 " in turn.text and "[1, 2, 3]" not in turn.text
+
+
+def test_offline_suggestion_follows_the_explored_dataset(tmp_path, physionet_data):
+    # As after the README's `chatbci init` without --dataset.
+    w = Workspace.create(tmp_path / "s", title="t", goal="Find a left vs right decoder")
+    session = Session(w, backend=OfflineBackend(), n_jobs=1)
+    session.send("explore subject 1 of PhysionetMI")
+    (sugg,) = session.send("suggest pipelines").suggestions
+    args = sugg.payload["action"]["args"]
+    assert args["dataset"] == "PhysionetMI" and args["subjects"] == "1-5"
+    assert "PhysionetMI, the dataset you worked on" in sugg.payload["rationale"]
+    w.close()
+
+
+def test_offline_suggestion_follows_the_goal(tmp_path):
+    w = Workspace.create(tmp_path / "s", title="t", datasets=["SimulatedMI"],
+                         goal="Riemannian decoders that hold up in cross-session transfer")
+    session = Session(w, backend=OfflineBackend(), n_jobs=1)
+    turn = session.send("suggest pipelines")
+    (sugg,) = turn.suggestions
+    args = sugg.payload["action"]["args"]
+    assert args["evaluation"] == "cross-session"
+    assert set(args["pipelines"]) <= {"TS+LR", "TS+SVM", "MDM", "FgMDM"}
+    assert "goal" in sugg.payload["rationale"]
+    # What it proposes is said in words, not only its number.
+    pipes = ", ".join(args["pipelines"][:-1]) + " and " + args["pipelines"][-1]
+    assert f"suggestion #{sugg.id}: benchmark {pipes} on SimulatedMI" in turn.text
+    w.close()

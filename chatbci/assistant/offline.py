@@ -62,10 +62,21 @@ def _human_text(message):
 def _dataset_in(text, default):
     from chatbci.bci.datasets import catalog
 
-    names = sorted(catalog()["name"], key=len, reverse=True)
+    # Any dataset MOABB has, not only the listed motor-imagery ones: the human
+    # may name one on purpose.
+    table = catalog(include_other_tasks=True)
+    names = sorted(table["name"], key=len, reverse=True)
     for name in names:
         if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.I):
             return name
+    # Its MOABB code, or its name spelt with other punctuation ("bnci2014-001").
+    keys = {}
+    for name, code in zip(table["name"], table["code"]):
+        keys.setdefault(_key(name), name)
+        keys.setdefault(_key(code), name)
+    for token in re.findall(r"[A-Za-z][\w\-.]*\w", text):
+        if len(_key(token)) >= 5 and _key(token) in keys:
+            return keys[_key(token)]
     return default
 
 
@@ -130,6 +141,7 @@ class OfflineBackend:
     def __init__(self, delay: float = 0.0):
         self.delay = delay  # per streamed word, to demo streaming
         self._ids = itertools.count(1)
+        self._history = []
 
     # -- Backend protocol ---------------------------------------------------------
 
@@ -137,6 +149,7 @@ class OfflineBackend:
                  on_reset=None) -> Completion:
         t0 = time.perf_counter()
         last = messages[-1] if messages else {}
+        self._history = messages
         if last.get("role") == "tool":
             text = self._summarise(messages)
             calls = []
@@ -182,6 +195,13 @@ class OfflineBackend:
                 return (f"{LABEL}: I could not read the step {str(err)!r}. Write steps as "
                         "Name(param=value) joined by '+'."), []
             return "", [self._call("define_pipeline", {"name": m.group(1), "steps": steps})]
+        typo = _did_you_mean(t, known)
+        if typo:
+            return typo, []
+        question = _results_question(t, low, state, known)
+        if question is not None:
+            answer, call = question
+            return answer, [self._call(*call)] if call else []
         if re.search(r"\bexplore\b|\berd\b|\bers\b|band power|\bpsd\b", low):
             m = re.search(r"subject\s+(\d+)", low)
             if not m:
@@ -201,18 +221,7 @@ class OfflineBackend:
             return "", [self._call("run_benchmark", args)]
         if re.search(r"\b(suggest|propose|recommend)\b.*\bpipelines?\b|what should (i|we) try",
                      low):
-            dataset = _dataset_in(t, default_ds)
-            subjects = _subjects_in(t) or scope.get("subjects") or "1-5"
-            if isinstance(subjects, list):
-                subjects = ",".join(map(str, subjects))
-            action = {"tool": "run_benchmark",
-                      "args": {"pipelines": ["CSP+LDA", "TS+LR", "MDM"], "dataset": dataset,
-                               "subjects": subjects}}
-            rationale = ("Start from three canonical MOABB pipelines that cover the main "
-                         "families for motor imagery: spatial filtering (CSP+LDA), Riemannian "
-                         "tangent space (TS+LR) and Riemannian minimum distance (MDM), on a "
-                         "few subjects before scaling up.")
-            return "", [self._call("propose", {"action": action, "rationale": rationale})]
+            return "", [self._call("propose", _suggestion(t, state, self._history))]
         if re.search(r"\bcompare\b|\bstatistic|\bsignifican", low):
             args = {}
             pipes = _pipelines_in(t, known)
@@ -237,7 +246,7 @@ class OfflineBackend:
                     "`chatbci export <workspace> --format md` (or html, tex, json, ipynb)."), []
         if re.fullmatch(r"(hi|hello|hey|help|\?)[!. ]*", low):
             return HELP.replace("I did not understand that. ", ""), []
-        return HELP, []
+        return _misspelt_words(t) or HELP, []
 
     def _summarise(self, messages):
         """Describe the results of the tool calls of the last assistant message."""
@@ -247,7 +256,9 @@ class OfflineBackend:
                 break
             tail.append(m)
         tail.reverse()
-        parts = [_summary_line(m.get("content") or "") for m in tail]
+        calls = _calls_before(messages, len(messages) - len(tail))
+        parts = [_summary_line(m.get("content") or "", calls.get(m.get("tool_call_id")))
+                 for m in tail]
         return f"{LABEL}: " + " ".join(p for p in parts if p)
 
 
@@ -262,7 +273,7 @@ def _payload(content):
         return None, None, {"text": content}
 
 
-def _summary_line(content):
+def _summary_line(content, call=None):
     tool, event, data = _payload(content)
     cite = f" [{tool} #{event}]" if event else ""
     if not isinstance(data, dict):
@@ -272,8 +283,9 @@ def _summary_line(content):
     if data.get("suggestion_id"):
         reason = data.get("reason")
         why = f" ({reason})" if reason else ""
-        return (f"I have recorded suggestion #{data['suggestion_id']}{why}. Please approve, "
-                "reject or modify it.")
+        what = f": {describe_action(_suggested_action(call))}" if call else ""
+        return (f"I have recorded suggestion #{data['suggestion_id']}{what}{why}. Please "
+                "approve, reject or modify it.")
     if tool == "list_datasets":
         names = ", ".join(d["name"] for d in data["datasets"][:12])
         more = "" if data["n_datasets"] <= 12 else f" and {data['n_datasets'] - 12} more"
@@ -293,11 +305,15 @@ def _summary_line(content):
         if erd:
             line += (f"; strongest ERD {erd.get('value')}% for {erd.get('class')} at "
                      f"{erd.get('channel')} ({erd.get('band')})")
-        return line + f"{cite}. Figures are shown below."
+        # Where the figures appear depends on the view (the panel, an export); say
+        # what they are and that they belong to the cited result, not "below".
+        return line + (f"{cite}. Its figures (ERD/ERS maps, band-power differences, power "
+                       "spectra) are attached to that result.")
     if tool == "run_benchmark":
         scores = "; ".join(f"{p} {s['mean']:.3f} ± {s['sd']:.3f}"
                            for p, s in data["scores"].items())
-        return (f"{data['evaluation']} on {data['dataset']}, subjects {data['subjects']} "
+        return (f"{data['evaluation']} on {data['dataset']}, subjects "
+                f"{_subjects_text(data['subjects'])} "
                 f"({data['metric']}): {scores}. Best: {data['best']}{cite}.")
     if tool == "compare_pipelines":
         return _comparison_text(data) + f"{cite}."
@@ -320,6 +336,327 @@ def _summary_line(content):
         return (f"{len(data['components'])} components are allowed; canonical pipelines: "
                 f"{', '.join(data['canonical_pipelines'])}{cite}.")
     return f"Done{cite}."
+
+
+# -- what a suggestion is, said in words ------------------------------------------
+
+
+def _calls_before(messages, index):
+    """Tool calls of the assistant message just before ``messages[index]``, by id."""
+    for m in reversed(messages[:index]):
+        if m.get("role") == "assistant":
+            calls = {}
+            for c in m.get("tool_calls") or []:
+                fn = c.get("function") or {}
+                try:
+                    args = json.loads(fn.get("arguments") or "{}")
+                except ValueError:
+                    args = {}
+                calls[c.get("id")] = (fn.get("name"), args if isinstance(args, dict) else {})
+            return calls
+    return {}
+
+
+def _suggested_action(call):
+    """The action a call asks for: ``propose``'s action, else the call itself."""
+    name, args = call
+    if name == "propose" and isinstance(args.get("action"), dict):
+        return args["action"]
+    return {"tool": name, "args": args}
+
+
+def _and(items):
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def describe_action(action):
+    """An action (``{"tool": ..., "args": {...}}``) in a few plain words.
+
+    E.g. ``benchmark CSP+LDA, TS+LR and MDM on PhysionetMI subjects 1-5
+    (within-session)``; tools without a phrasing show their arguments.
+    """
+    if not isinstance(action, dict):
+        return str(action)
+    tool, args = action.get("tool", "?"), action.get("args") or {}
+    if tool == "run_benchmark":
+        pipes = args.get("pipelines") or []
+        subjects = args.get("subjects")
+        if isinstance(subjects, list):
+            subjects = ",".join(map(str, subjects))
+        text = (f"benchmark {_and(pipes) if pipes else 'pipelines'} on "
+                f"{args.get('dataset', 'SimulatedMI')}"
+                + (f" subjects {subjects}" if subjects else ""))
+        return text + (f" ({args['evaluation']})" if args.get("evaluation") else "")
+    if tool == "define_pipeline":
+        steps = [st.get("name", "?") if isinstance(st, dict) else str(st)
+                 for st in args.get("steps") or []]
+        return f"define pipeline {args.get('name', '?')} as {' + '.join(steps)}"
+    if tool == "explore_subject":
+        return f"explore subject {args.get('subject')} of {args.get('dataset', 'SimulatedMI')}"
+    if tool == "add_note":
+        return f"add the note {args.get('title', '')!r}"
+    shown = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items())
+    return f"{tool}({shown})"
+
+
+# -- typos: "did you mean" ----------------------------------------------------------
+
+#: Words that start a request, for "did you mean" on a misspelt one.
+_COMMAND_WORDS = ("benchmark", "explore", "compare", "suggest", "results", "datasets",
+                  "describe", "define", "pipelines", "components", "search", "notes")
+
+
+def _key(name):
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _did_you_mean(text, known=()):
+    """A "did you mean ...?" answer when the text names something almost known.
+
+    Pipeline names that differ from a known one only in punctuation or case
+    (``CSP-LDA``, ``ts_lr``), and pipeline or dataset names one typo away
+    (``TS+LDR``, ``PhysionetMl``). Datasets are matched forgivingly anyway
+    (``bnci2014-001``, :func:`_dataset_in`). Nothing is run on a guess: the human
+    confirms by asking again with the right name. None when nothing is
+    misspelt.
+    """
+    import difflib
+
+    from chatbci.bci.datasets import catalog
+
+    pipelines = list(dict.fromkeys([*known, *CANONICAL]))
+    datasets = list(catalog(include_other_tasks=True)["name"])
+    named = set(_pipelines_in(text, known))
+    tokens = re.findall(r"[A-Za-z][\w+\-.]*[\w+]|[A-Za-z]", text)
+    hints = []
+    for token in tokens:
+        key = _key(token)
+        if len(key) < 3 or token in named:
+            continue
+        if any(re.fullmatch(re.escape(n), token, re.I) for n in pipelines + datasets):
+            continue  # already a right name
+        by_key = {_key(n): n for n in pipelines + datasets}
+        if key in {_key(n) for n in datasets}:
+            continue  # a dataset's name or code, spelt another way: understood
+        if key in by_key and by_key[key] not in named:
+            hints.append((token, [by_key[key]]))
+            continue
+        looks_like_name = bool(re.search(r"[+\-_]|\d|[A-Z]{2}", token))
+        if looks_like_name:
+            close = difflib.get_close_matches(key, list(by_key), n=2, cutoff=0.75)
+            if close:
+                hints.append((token, [by_key[c] for c in close]))
+                continue
+    if not hints:
+        return None
+    return _hint_text(hints, "name")
+
+
+def _hint_text(hints, what):
+    parts = [f"'{token}' -- did you mean {' or '.join(names)}?" for token, names in hints]
+    return (f"{LABEL}: I do not know " + "; ".join(parts) + f" Ask again with the {what} "
+            "written that way (nothing was run).")
+
+
+def _misspelt_words(text):
+    """A "did you mean" for a misspelt request word (``benchmrak``), else None.
+
+    Only for a message no rule understood: a word near a command word in a
+    message that was understood is left alone.
+    """
+    import difflib
+
+    hints = []
+    for token in re.findall(r"[A-Za-z]+", text):
+        word = token.lower()
+        if len(word) < 5 or word in _COMMAND_WORDS:
+            continue
+        close = difflib.get_close_matches(word, _COMMAND_WORDS, n=1, cutoff=0.8)
+        if close:
+            hints.append((token, close))
+    return _hint_text(hints, "word") if hints else None
+
+
+# -- questions about results ---------------------------------------------------------
+
+_BEST = re.compile(r"\b(which|what)\b[^?]*\b(best|better|winner|wins|top|highest|ranks?|"
+                   r"ranking)\b|\bbest (pipeline|decoder|method|classifier)\b|"
+                   r"\brank(ing)? (the )?pipelines\b", re.I)
+_SCORES = re.compile(r"\bhow (did|well)\b|\b(scores?|accuracy|auc|performance)\b"
+                     r"(?! .*\bbenchmark\b)|\bwhat (have|did) (we|i) (run|get|found)\b", re.I)
+
+
+def _results_question(text, low, state, known):
+    """Common questions about results, answered from the journal's results.
+
+    "Which pipeline is best?" goes to ``compare_pipelines`` (paired
+    statistics, like for like), "how did TS+LR do?" / "what are the
+    scores?" to ``show_results``. Before any benchmark, the answer says so
+    and how to get one. None when the text is no such question.
+    """
+    best = _BEST.search(text)
+    scores = _SCORES.search(text) and not re.search(r"\b(benchmark|explore|run)\b", low)
+    if not (best or scores):
+        return None
+    if not state.get("results"):
+        return (f"{LABEL}: there are no results in this workspace yet, so no pipeline can "
+                "be called best. Say 'suggest pipelines' for a first benchmark to approve, "
+                "or 'benchmark CSP+LDA, TS+LR and MDM on <dataset> subjects 1-5'."), None
+    pipes = _pipelines_in(text, known)
+    if best:
+        args = {"pipelines": pipes} if len(pipes) >= 2 else {}
+        return "", ("compare_pipelines", args)
+    args = {"pipelines": pipes} if pipes else {}
+    return "", ("show_results", args)
+
+
+# -- suggestions that follow the human's data and goal ------------------------------
+
+#: Pipeline families the goal can ask for (goal words -> pipelines, why).
+_GOAL_PIPELINES = (
+    (r"riemann|tangent|covarianc", ["TS+LR", "TS+SVM", "MDM", "FgMDM"],
+     "Riemannian pipelines, as the goal mentions covariance / Riemannian methods"),
+    (r"filter[- ]bank|frequenc|band", ["FBCSP+SVM", "CSP+LDA", "TS+LR"],
+     "a filter-bank pipeline beside CSP and tangent space, as the goal is about "
+     "frequency bands"),
+    (r"real[- ]time|online|fast|lightweight|latency|embedded|cheap",
+     ["CSP+LDA", "MDM", "TS+LR"],
+     "fast pipelines (CSP+LDA, MDM) and tangent space, as the goal asks for speed"),
+)
+
+
+def _suggestion(text, state, messages):
+    """The ``propose`` arguments for "suggest pipelines": data, protocol, pipelines.
+
+    The dataset is the one named in the text, else the one the human worked
+    on most recently in this conversation (explored, described,
+    benchmarked), else the workspace's results or scope. The subjects follow
+    the text or the scope (when it is that dataset), within the dataset's
+    subjects. The evaluation and the pipelines follow the goal's words;
+    pipelines already benchmarked on the dataset give way to untried ones.
+    The rationale says where each choice came from.
+    """
+    scope = state.get("scope") or {}
+    goal = str(state.get("goal") or "")
+    why = []
+    dataset = _dataset_in(text, None)
+    if dataset:
+        why.append(f"{dataset}, as you asked")
+    else:
+        used = _datasets_used(messages)
+        if used:
+            dataset = used[0]
+            why.append(f"{dataset}, the dataset you worked on in this conversation")
+        else:
+            ran = _datasets_with_results(state)
+            if ran:
+                dataset = ran[-1]
+                why.append(f"{dataset}, the dataset of this workspace's results")
+            else:
+                dataset = (scope.get("datasets") or ["SimulatedMI"])[0]
+                why.append(f"{dataset}, the workspace's dataset")
+    subjects = _subjects_in(text)
+    in_scope = dataset in (scope.get("datasets") or [])
+    if not subjects and in_scope and scope.get("subjects"):
+        subjects = scope["subjects"]
+        if isinstance(subjects, list):
+            subjects = ",".join(map(str, subjects))
+    if not subjects:
+        n = _n_subjects(dataset)
+        subjects = f"1-{min(5, n)}" if n and n > 1 else "1"
+        why.append(f"subjects {subjects} first, before scaling up")
+
+    pipelines = ["CSP+LDA", "TS+LR", "MDM"]
+    family = ("the three canonical MOABB families for motor imagery: spatial filtering "
+              "(CSP+LDA), Riemannian tangent space (TS+LR) and minimum distance (MDM)")
+    for pattern, pipes, reason in _GOAL_PIPELINES:
+        if re.search(pattern, goal, re.I):
+            pipelines, family = list(pipes), reason
+            break
+    tried = _pipelines_with_results(state, dataset)
+    untried = [p for p in pipelines if p not in tried]
+    if tried and len(untried) < len(pipelines):
+        more = [p for p in CANONICAL if p not in tried and p not in untried]
+        pipelines = (untried + more)[:3] or pipelines
+        family += (f"; {_and(sorted(tried))} already ran on {dataset}, so untried "
+                   "ones instead")
+    args = {"pipelines": pipelines, "dataset": dataset, "subjects": subjects}
+    evaluation = _evaluation_in(goal)
+    if re.search(r"transfer|calibration[- ]free|across subjects|new users?", goal, re.I):
+        evaluation = evaluation or "cross-subject"
+    if evaluation == "cross-session" and (_catalog_row(dataset).get("n_sessions") or 1) < 2:
+        why.append(f"within-session evaluation: the goal asks for cross-session, but "
+                   f"{dataset} has one session per subject")
+        evaluation = None
+    if evaluation and evaluation != scope.get("evaluation"):
+        args["evaluation"] = evaluation
+        why.append(f"{evaluation} evaluation, as the goal asks")
+    rationale = (f"Benchmark {_and(pipelines)}: {family}. Data: " + "; ".join(why) + ".")
+    return {"action": {"tool": "run_benchmark", "args": args}, "rationale": rationale}
+
+
+def _datasets_used(messages):
+    """Datasets of this conversation's tool calls, most recent first."""
+    from chatbci.bci.datasets import catalog
+
+    names = set(catalog(include_other_tasks=True)["name"])
+    seen = []
+    for m in reversed(messages or []):
+        for c in reversed(m.get("tool_calls") or []) if m.get("role") == "assistant" else []:
+            try:
+                args = json.loads((c.get("function") or {}).get("arguments") or "{}")
+            except ValueError:
+                continue
+            if not isinstance(args, dict):
+                continue
+            if isinstance(args.get("action"), dict):  # a proposal's action
+                args = args["action"].get("args") or {}
+            for key in ("dataset", "name"):
+                value = args.get(key)
+                if isinstance(value, str) and value in names and value not in seen:
+                    seen.append(value)
+    return seen
+
+
+def _results_keys(state):
+    """``(dataset name, pipelines)`` of the workspace's results, oldest first."""
+    from chatbci.bci.datasets import display_name
+
+    out = []
+    for key, pipes in (state.get("results") or {}).items():
+        code = str(key).split(" / ")[0]
+        out.append((display_name(code), set(pipes or {})))
+    return out
+
+
+def _datasets_with_results(state):
+    return list(dict.fromkeys(name for name, _ in _results_keys(state)))
+
+
+def _pipelines_with_results(state, dataset):
+    return set().union(*[pipes for name, pipes in _results_keys(state) if name == dataset])
+
+
+def _catalog_row(dataset):
+    """The catalog row of ``dataset`` as a dict ({} for an unknown name)."""
+    from chatbci.bci.datasets import catalog
+
+    table = catalog(include_other_tasks=True)
+    rows = table[table["name"] == dataset].to_dict("records")
+    return rows[0] if rows else {}
+
+
+def _n_subjects(dataset):
+    n = _catalog_row(dataset).get("n_subjects")
+    return int(n) if n is not None else None
+
+
+def _subjects_text(subjects):
+    """Subjects as ranges (``1-6, 9``), never a long list."""
+    from chatbci.bci.statistics import subject_ranges
+
+    return subject_ranges(subjects) if isinstance(subjects, (list, tuple)) else str(subjects)
 
 
 # -- results, like for like ----------------------------------------------------------
