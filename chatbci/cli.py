@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +22,7 @@ from .sanitize import TerminalStream, prefix_lines, terminal_json, terminal_text
 def _cmd_datasets(args):
     from .bci.datasets import catalog
 
-    table = catalog()
+    table = catalog(include_other_tasks=args.all)
     if args.json:
         print(table.to_json(orient="records", indent=1))
         return 0
@@ -30,7 +32,14 @@ def _cmd_datasets(args):
     view["doi"] = view["doi"].fillna("-")
     with _pandas_wide():
         print(view.to_string(index=False))
-    print(f"{len(view)} motor-imagery datasets; details: `chatbci datasets --json`.")
+    if args.all:
+        print(f"{len(view)} datasets of MOABB's imagery paradigm, other tasks included; "
+              "details: `chatbci datasets --all --json`.")
+    else:
+        others = len(catalog(include_other_tasks=True)) - len(view)
+        print(f"{len(view)} motor-imagery (and movement) datasets; {others} more of other "
+              "tasks (visual, imagined speech, arithmetic) with --all; details: "
+              "`chatbci datasets --json`.")
     return 0
 
 
@@ -110,13 +119,20 @@ def _cmd_log(args):
         # Exact (a program reading it loses nothing) yet safe to print.
         print(terminal_json([e.to_dict() for e in events], indent=1))
         return 0
+    actor_width = max((len(e.actor) for e in events), default=0)
     for e in events:
-        parent = f"<{e.parent_id}" if e.parent_id else ""
-        # Actors and summaries hold model-written text: no escape sequence
-        # may reach the terminal.
-        print(terminal_text(f"{e.id:>6} {e.ts:%Y-%m-%d %H:%M:%S} {e.actor[:20]:<20} "
-                            f"{e.kind:<13} {parent:<6} {e.summary(args.width)}"))
+        print(_log_line(e, args.width, actor_width))
     return 0
+
+
+def _log_line(event, width, actor_width=20):
+    """One journal event on one line; the actor whole, however long."""
+    parent = f"<{event.parent_id}" if event.parent_id else ""
+    # Actors and summaries hold model-written text: no escape sequence
+    # may reach the terminal.
+    return terminal_text(f"{event.id:>6} {event.ts:%Y-%m-%d %H:%M:%S} "
+                         f"{event.actor:<{actor_width}} {event.kind:<13} {parent:<6} "
+                         f"{event.summary(width)}")
 
 
 def _cmd_verify(args):
@@ -345,6 +361,7 @@ def _cmd_demo(args):
 
 
 def _cmd_chat(args):
+    from ._quiet import library_chatter_silenced
     from .assistant.offline import OfflineBackend
     from .assistant.session import Session
 
@@ -355,48 +372,292 @@ def _cmd_chat(args):
     ws = session.workspace
     print(terminal_text(f"chatbci chat: {ws.config.title} -- {ws.config.goal}"))
     print(terminal_text(f"assistant: {kind}; autonomy: {session.autonomy}. ")
-          + "Type /help for commands, /quit to leave.")
+          + "Type /help for commands, /quit to leave; Ctrl-C stops running work.")
+    chat = _Chat(session)
     try:
-        while True:
-            text = _ask("you> ")
-            if text is None or text.strip() in ("/quit", "/exit"):
-                break
-            text = text.strip()
-            if not text:
-                continue
-            if text.startswith("/"):
-                _chat_command(session, text)
-                continue
-            turn = _send(session, text)
-            _show_artifacts(turn)
-            for sugg in turn.suggestions:
-                _decide_interactively(session, sugg)
+        # Only chatbci's words and the assistant's reach the screen.
+        with library_chatter_silenced():
+            chat.loop()
     finally:
-        session.close()
+        # Never close under a turn that is still writing (a second Ctrl-C that
+        # could not wait): its end is journaled when it ends, or not at all.
+        session.close("left with Ctrl-C" if chat.left_by_interrupt else "closed")
     print(f"journal: {ws.path / 'journal.sqlite'} ({ws.journal.head()[0]} events)")
     return 0
 
 
-def _send(session, text):
+#: Seconds a second Ctrl-C still waits for stopped work to end before leaving.
+_LEAVE_WAIT_S = 15.0
+
+_LEAVE_HINT = "Ctrl-C again or /quit to leave"
+
+
+class _Leave(Exception):
+    """The human asked to leave the chat (Ctrl-C twice)."""
+
+
+class _Chat:
+    """The terminal chat's loop: the prompt, the turns, Ctrl-C.
+
+    Ctrl-C while the assistant or a tool works stops that work (the session's
+    stop event: a benchmark ends within about a second and keeps what it had
+    finished), journals what was stopped and returns to the prompt. Ctrl-C
+    again -- at the prompt or while the work is stopping -- leaves, as does
+    ``/quit``.
+    """
+
+    def __init__(self, session):
+        self.session = session
+        self.armed = False  # the last key was a Ctrl-C: another one leaves
+        self.stopped = False  # work was stopped since the last prompt
+        self.left_by_interrupt = False
+
+    def loop(self):
+        try:
+            while True:
+                if self.stopped:
+                    self.stopped = False
+                    print(f"  stopped; back at the prompt ({_LEAVE_HINT}).")
+                try:
+                    text = _ask("you> ")
+                except KeyboardInterrupt:
+                    if self.armed:
+                        raise _Leave from None
+                    self.armed = True
+                    print(f"\n  ({_LEAVE_HINT})")
+                    continue
+                if text is None or text.strip() in ("/quit", "/exit"):
+                    return
+                text = text.strip()
+                if not text:
+                    continue
+                self.armed = False
+                if text.startswith("/"):
+                    try:
+                        _chat_command(self, text)
+                    except Exception as err:  # noqa: BLE001 - the chat goes on
+                        if os.environ.get("CHATBCI_DEBUG"):
+                            raise
+                        print(f"  {terminal_text(text.split()[0])} failed: "
+                              f"{type(err).__name__}: {terminal_text(err)}")
+                    continue
+                turn = self.run(f"the assistant's turn on {text[:60]!r}",
+                                lambda activity: _send(self.session, text, activity))
+                if turn is None:
+                    continue
+                _show_artifacts(self.session, turn)
+                for sugg in turn.suggestions:
+                    if not _decide_interactively(self, sugg):
+                        break
+        except _Leave:
+            self.left_by_interrupt = True
+            print("\n  leaving")
+
+    def run(self, what, work):
+        """Run ``work(activity)`` in a thread; Ctrl-C stops it.
+
+        Returns what ``work`` returned, or None when it was stopped (the
+        stop is journaled). Raises :class:`_Leave` after a second Ctrl-C.
+        """
+        session = self.session
+        session.stop.clear()  # a stop belongs to the work it was pressed during
+        activity = _Activity()
+        box = {}
+        # Waited on instead of Thread.join: a join interrupted by Ctrl-C can leave
+        # is_alive() False while the thread still runs (CPython 3.11).
+        done = threading.Event()
+
+        def target():
+            try:
+                box["result"] = work(activity)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the main thread
+                box["error"] = err
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=target, name="chatbci-chat-turn", daemon=True)
+        activity.start()
+        worker.start()
+        stopped_at = None
+        leave = False
+        try:
+            while not done.is_set():
+                try:
+                    done.wait(0.1)
+                    if leave and time.monotonic() - stopped_at > _LEAVE_WAIT_S:
+                        break
+                except KeyboardInterrupt:
+                    if stopped_at is None:
+                        stopped_at = time.monotonic()
+                        session.stop.set()
+                        activity.say("stopping (Ctrl-C again to leave once it has "
+                                     "stopped)", label="stopping")
+                    else:
+                        leave = True
+                        activity.say("leaving as soon as the work has stopped",
+                                     label="stopping")
+        finally:
+            activity.stop()
+        if not done.is_set():  # it did not stop in time; the human insisted
+            raise _Leave
+        if "error" in box:
+            raise box["error"]
+        result = box.get("result")
+        if stopped_at is not None:
+            _journal_stop(session, what, result)
+            self.armed = self.stopped = True  # said once the result is on screen
+            if leave:
+                raise _Leave
+        return result
+
+
+def _journal_stop(session, what, turn):
+    """Record in the journal that the human stopped ``what`` with Ctrl-C, and its effect."""
+    stopped = []
+    first = None
+    for ev in getattr(turn, "events", None) or []:
+        first = first if first is not None else ev.id
+        if ev.kind == "tool_result" and not ev.payload.get("ok", True):
+            error = str((ev.payload.get("summary") or {}).get("error", ""))
+            stopped.append(f"{ev.payload.get('tool')} (journal #{ev.id}): {error}")
+    effect = ("; ".join(stopped) if stopped else
+              "Nothing was cut short: the work that was running finished.")
+    session.workspace.journal.append(
+        "note", session.human,
+        {"text": f"Stopped {what} with Ctrl-C in the terminal chat. {effect}", "op": "stop"},
+        parent_id=first)
+
+
+class _Activity:
+    """What the terminal shows while a turn or a decision works.
+
+    A "thinking" line counting seconds until the answer streams, the tool
+    that is running, and a progress bar (tqdm) for benchmarks. The status
+    line is drawn only on a terminal, and erased before anything else is
+    printed (:meth:`clear`), so it never mixes with the answer.
+    """
+
+    def __init__(self):
+        self.out = sys.stdout
+        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self.lock = threading.RLock()
+        self.label = "thinking"
+        self.t0 = time.monotonic()
+        self.shown = False  # a status line is on screen
+        self.paused = False  # the answer is streaming
+        self.bar = None
+        self._done = threading.Event()
+        self._thread = None
+
+    def start(self):
+        if self.tty:
+            self._thread = threading.Thread(target=self._spin, name="chatbci-activity",
+                                            daemon=True)
+            self._thread.start()
+
+    def _spin(self):
+        frames = "|/-\\"
+        i = 0
+        while not self._done.wait(0.25):
+            with self.lock:
+                if self.paused or self.bar is not None:
+                    continue
+                seconds = time.monotonic() - self.t0
+                self.out.write(f"\r\x1b[2K  {frames[i % 4]} {self.label}... {seconds:.0f} s")
+                self.out.flush()
+                self.shown = True
+            i += 1
+
+    def clear(self):
+        """Erase the status line (call before printing anything else)."""
+        with self.lock:
+            if self.shown:
+                self.out.write("\r\x1b[2K")
+                self.out.flush()
+                self.shown = False
+
+    def pause(self):
+        """The answer streams now: no status line until :meth:`working`."""
+        with self.lock:
+            self.clear()
+            self.paused = True
+
+    def working(self, label):
+        """Show ``label`` (e.g. ``running run_benchmark``) with a fresh clock."""
+        with self.lock:
+            self.close_bar()
+            self.label, self.t0, self.paused = label, time.monotonic(), False
+            if not self.tty and label.startswith("running"):
+                print(f"  ... {label}", flush=True)
+
+    def say(self, text, label=None):
+        """Print a line of chatbci's (e.g. after Ctrl-C) and go on showing ``label``."""
+        with self.lock:
+            self.clear()
+            if self.bar is not None:
+                self.bar.clear()
+            print(f"\n  chatbci: {text}", flush=True)
+            if label:
+                self.label, self.paused = label, False
+
+    def progress(self, done, total, text):
+        """``Session.progress``: a benchmark's steps, as a progress bar."""
+        from tqdm.auto import tqdm
+
+        with self.lock:
+            if self.bar is None:
+                self.clear()
+                self.bar = tqdm(total=total, unit="step", desc="  benchmark", leave=False,
+                                file=sys.stderr, dynamic_ncols=True, disable=None)
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.set_postfix_str(terminal_text(text)[:60], refresh=False)
+            self.bar.refresh()
+
+    def close_bar(self):
+        with self.lock:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    def stop(self):
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.close_bar()
+        self.clear()
+
+
+def _send(session, text, activity=None):
     """One turn on screen: the answer streamed through the terminal filter.
 
     Every line the model wrote is marked (``ai> ``, then ``ai| ``), so no line
     of it can pass for one chatbci printed; what did not stream (an answer
-    given whole, a failed turn, tool errors) is printed after it.
+    given whole, a failed turn, tool errors) is printed after it. While the
+    turn works, ``activity`` shows what it is doing.
     """
     from .assistant.claims import ClaimsReport, mark_claims
 
+    activity = activity or _Activity()
     stream = TerminalStream(continuation="ai| ")
     shown = []
     checked = set()  # answers already printed with their claims check
+    line = {"open": False, "reprefix": False}  # the streamed answer's cursor
 
     def on_delta(fragment):
         out = stream.feed(fragment)
         if out:
-            if not shown:
-                print("ai> ", end="")
-            shown.append(out)
-            print(out, end="", flush=True)
+            with activity.lock:
+                activity.pause()
+                if not shown:
+                    print("ai> ", end="")
+                elif line["reprefix"]:
+                    # The model's line was broken by a status line: mark the rest too.
+                    print("ai| ", end="")
+                line["reprefix"] = False
+                shown.append(out)
+                print(out, end="", flush=True)
+                line["open"] = not out.endswith("\n")
 
     def on_event(ev):
         # An answer with unsupported / contradicted claims: its marks, printed before
@@ -404,26 +665,40 @@ def _send(session, text):
         nonlocal stream
         if previous is not None:
             previous(ev)
+        if ev.kind == "tool_call":
+            with activity.lock:
+                if line["open"]:
+                    print()
+                    line["open"], line["reprefix"] = False, True
+                activity.working(f"running {terminal_text(ev.payload.get('tool', '?'))}")
+        elif ev.kind == "tool_result":
+            activity.working("thinking")
         report = ClaimsReport.from_events([ev])
         if report is None or report.ok:
             return
+        activity.pause()
         if shown:
             print(stream.flush())
             stream = TerminalStream(continuation="ai| ")
             shown.clear()
+            line["open"] = False
         else:
             marked = mark_claims(str(ev.payload.get("text", "")), report, legend=False)
             print(prefix_lines(terminal_text(marked).strip(), "ai> ", "ai| "))
         checked.add(ev.id)
-        for line in report.notes():
-            print(f"chatbci: {terminal_text(line)}")
+        for note in report.notes():
+            print(f"chatbci: {terminal_text(note)}")
 
     previous = session.on_event
+    previous_progress = session.progress
     session.on_event = on_event
+    session.progress = activity.progress
     try:
         turn = session.send(text, on_delta=on_delta)
     finally:
         session.on_event = previous
+        session.progress = previous_progress
+        activity.stop()
     rest = stream.flush()
     if shown:
         print(rest)
@@ -451,14 +726,37 @@ def _ask(prompt):
         return None
 
 
-def _show_artifacts(turn):
+def _show_artifacts(session, turn):
+    """Where the turn's figures and tables are, as paths one can open."""
+    root = session.workspace.path
     for path in turn.artifacts:
-        print(f"     [{terminal_text(path)}]")
+        print(f"     [{terminal_text(root / path)}]")
 
 
-def _decide_interactively(session, sugg):
+def _ask_reason(prompt, verdict):
+    """The human's reason for a rejection or a modification, never invented.
+
+    The journal requires one, and it is read as the human's rationale: an
+    empty answer asks again; a second empty answer gives up (None).
+    """
+    for _ in range(2):
+        why = (_ask(prompt) or "").strip()
+        if why:
+            return why
+        print(f"  a reason is needed to {verdict} (it is recorded as yours); "
+              "type it, or press Enter again to go back")
+    return None
+
+
+def _decide_interactively(chat, sugg):
+    """Ask the human to decide ``sugg``; run the decision (Ctrl-C stops it).
+
+    Returns False when the work was stopped (the remaining suggestions of
+    the turn stay pending), else True.
+    """
     import json
 
+    session = chat.session
     # What "y" runs is the suggestion in the journal: re-read it, and show its
     # action as chatbci renders it, last before the prompt, so nothing the
     # model wrote stands between the action and the question.
@@ -480,10 +778,13 @@ def _decide_interactively(session, sugg):
     while True:
         answer = (_ask(prompt) or "s").strip().lower()
         if answer in ("y", "yes"):
-            turn = session.approve(sugg.id, (_ask("  rationale (optional): ") or "").strip())
+            why = (_ask("  rationale (optional): ") or "").strip()
+            work = lambda activity: _decision(session, activity, session.approve, sugg.id, why)  # noqa: E731
         elif answer in ("n", "no"):
-            why = (_ask("  why not? ") or "").strip() or "rejected in the terminal"
-            turn = session.reject(sugg.id, why)
+            why = _ask_reason("  why not? ", "reject")
+            if why is None:
+                continue
+            work = lambda activity: _decision(session, activity, session.reject, sugg.id, why)  # noqa: E731
         elif answer in ("m", "modify"):
             raw = _ask("  changed arguments as JSON, e.g. {\"subjects\": \"1-2\"}: ") or "{}"
             try:
@@ -495,47 +796,135 @@ def _decide_interactively(session, sugg):
                 print(f"  the changed arguments must be a JSON object, e.g. "
                       f"{{\"subjects\": \"1-2\"}}, not a {type(changes).__name__}; try again")
                 continue
-            why = (_ask("  why? ") or "").strip() or "modified in the terminal"
-            try:
-                turn = session.modify(sugg.id, changes, why)
-            except ValueError as err:
-                print(f"  {err}")
+            why = _ask_reason("  why? ", "modify")
+            if why is None:
                 continue
+            work = lambda activity: _decision(session, activity, session.modify, sugg.id,  # noqa: E731
+                                              changes, why)
         elif answer in ("s", "skip"):
             print(f"  left pending (#{sugg.id})")
-            return
+            return True
         else:
             continue
+        try:
+            turn = chat.run(f"suggestion #{sugg.id} ({tool})", work)
+        except ValueError as err:  # e.g. a modification the tool refuses: ask again
+            print(f"  {terminal_text(err)}")
+            continue
+        if turn is None:
+            return False
         for notice in turn.notices:
             print(f"  chatbci: {terminal_text(notice)}")
         print(f"  {terminal_text(turn.text)}")
-        for res in turn.tool_results:
-            summary = res.payload.get("summary", {})
-            if "scores" in summary:
-                for name, sc in summary["scores"].items():
-                    print(f"     {terminal_text(name):<14}{sc['mean']:.3f} ± {sc['sd']:.3f} "
-                          f"(n={sc['n_subjects']})")
-        _show_artifacts(turn)
-        return
+        _print_scores(turn)
+        _show_artifacts(session, turn)
+        return not session.stop.is_set()
 
 
-def _chat_command(session, text):
+def _decision(session, activity, decide, *args):
+    """Run a decision with ``activity`` showing progress."""
+    previous_progress, previous = session.progress, session.on_event
+
+    def on_event(ev):
+        if previous is not None:
+            previous(ev)
+        if ev.kind == "tool_call":
+            activity.working(f"running {terminal_text(ev.payload.get('tool', '?'))}")
+
+    session.progress, session.on_event = activity.progress, on_event
+    try:
+        return decide(*args)
+    finally:
+        session.progress, session.on_event = previous_progress, previous
+        activity.stop()
+
+
+def _print_scores(turn):
+    for res in turn.tool_results:
+        summary = res.payload.get("summary", {})
+        if isinstance(summary, dict) and "scores" in summary:
+            for name, sc in summary["scores"].items():
+                print(f"     {terminal_text(name):<14}{sc['mean']:.3f} ± {sc['sd']:.3f} "
+                      f"(n={sc['n_subjects']})")
+
+
+#: The terminal chat's commands: name, arguments, what it does.
+CHAT_COMMANDS = (
+    ("/help", "", "this list"),
+    ("/pending", "", "decide the suggestions awaiting you"),
+    ("/results", "", "the results so far (from the journal)"),
+    ("/log", "[N]", "the last N journal events (default 15)"),
+    ("/note", "<title>: <text>", "add a knowledge note, as yours"),
+    ("/verify", "", "check the journal's hash chain"),
+    ("/export", "[md,html,tex,json,ipynb|all]", "export the session for a paper"),
+    ("/autonomy", "suggest|assist|auto", "what the assistant may run without asking"),
+    ("/quit", "", "leave (or Ctrl-C twice); Ctrl-C once stops running work"),
+)
+
+
+def _chat_help():
+    width = max(len(f"{n} {a}".strip()) for n, a, _ in CHAT_COMMANDS)
+    return "\n".join(f"  {(n + ' ' + a).strip():<{width}}  {d}" for n, a, d in CHAT_COMMANDS)
+
+
+def _chat_command(chat, text):
+    session = chat.session
+    ws = session.workspace
     cmd, _, rest = text.partition(" ")
+    rest = rest.strip()
     if cmd == "/pending":
-        pending = session.workspace.journal.pending_suggestions()
+        pending = ws.journal.pending_suggestions()
         if not pending:
             print("  no pending suggestions")
         for sugg in pending:
-            _decide_interactively(session, sugg)
+            if not _decide_interactively(chat, sugg):
+                break
     elif cmd == "/autonomy":
         try:
-            session.set_autonomy(rest.strip())
+            session.set_autonomy(rest)
             print(f"  autonomy: {session.autonomy}")
         except ValueError as err:
             print(f"  {err}")
+    elif cmd == "/log":
+        try:
+            limit = int(rest) if rest else 15
+        except ValueError:
+            print(f"  /log takes a number of events, e.g. /log 30, not {terminal_text(rest)!r}")
+            return
+        events = ws.journal.events(limit=max(1, limit))
+        actor_width = max((len(e.actor) for e in events), default=0)
+        for ev in events:
+            print("  " + _log_line(ev, 90, actor_width))
+    elif cmd == "/results":
+        from .export.results import results_table
+
+        print(terminal_text(results_table(ws, "md")))
+    elif cmd == "/verify":
+        report = ws.journal.verify()
+        print(f"  {report}")
+    elif cmd == "/note":
+        title, sep, body = rest.partition(":")
+        if not (sep and title.strip() and body.strip()):
+            print("  write it as /note <title>: <text>")
+            return
+        note = ws.knowledge.add(title.strip(), body.strip(), author=session.human)
+        print(terminal_text(f"  added note {note.id} ({note.path})"))
+    elif cmd == "/export":
+        from .export import export
+
+        formats = [f.strip() for f in (rest or "md").split(",") if f.strip()]
+        fmt = "all" if formats == ["all"] else formats if len(formats) > 1 else formats[0]
+        try:
+            files = export(ws, fmt)
+        except ValueError as err:
+            print(f"  {terminal_text(err)}")
+            return
+        for f in files if isinstance(files, list) else [files]:
+            print(f"  {terminal_text(f)}")
     else:
-        print("  /pending  decide pending suggestions\n  /autonomy suggest|assist|auto\n"
-              "  /quit")
+        if cmd != "/help":
+            print(f"  unknown command {terminal_text(cmd)!r}; the commands are:")
+        print(_chat_help())
 
 
 def build_parser():
@@ -580,6 +969,9 @@ def build_parser():
 
     p = sub.add_parser("datasets", help="list MOABB's motor-imagery datasets (offline)")
     p.add_argument("--json", action="store_true", help="print JSON records")
+    p.add_argument("--all", action="store_true",
+                   help="also the datasets of other tasks MOABB files under imagery "
+                        "(visual, imagined speech, mental arithmetic)")
     p.set_defaults(func=_cmd_datasets)
 
     p = sub.add_parser(
