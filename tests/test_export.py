@@ -389,7 +389,9 @@ def test_results_table_markdown_and_booktabs(offline_ws):
     assert f"**{best}** (best)" in md
     for v in comp["vs_best"]:
         assert re.search(rf"\| {re.escape(v['worse'])} \|[^\n]*\| {v['p']:.4f} \|", md)
-    assert re.search(rf"runs (#\d+, )*#{run.id}\b", md) and "permutation test, 2 subjects" in md
+    assert re.search(rf"runs (#\d+, )*#{run.id}\b", md)
+    # Tested on the subjects the ranked pipelines share (like for like), with the test's n.
+    assert f"permutation test, {comp['n_subjects']} subjects" in md
     tex = results_table(offline_ws, "tex")
     assert tex.count(r"\toprule") == 1 and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"$\pm$" in tex and "±" not in tex and rf"\textbf{{{escape_latex(best)}}}" in tex

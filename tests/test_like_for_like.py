@@ -196,3 +196,147 @@ def test_stale_comparisons_are_those_newer_runs_overtook():
     comps = [{"id": 5, "dataset": "D", "evaluation": "within-session"},
              {"id": 10, "dataset": "D", "evaluation": "within-session", "seed": 42}]
     assert stale_comparisons(comps, runs) == {5: [9]}
+
+
+# ---------------------------------------------------------------------------
+# Workspaces: pipelines run on different subjects, at different times
+
+
+@pytest.fixture(scope="module")
+def mixed_ws(tmp_path_factory):
+    """CSP+LDA and TS+SVM on subjects 1-3, compared; later TS+LR on 4-5 only."""
+    from chatbci.assistant.session import Session
+    from chatbci.workspace import Workspace
+
+    path = tmp_path_factory.mktemp("mixed") / "study"
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATBCI_MODEL"):
+            mp.delenv(var, raising=False)
+        ws = Workspace.create(path, title="Mixed", goal="Best decoder",
+                              datasets=["SimulatedMI"], subjects="1-3", autonomy="auto")
+        s = Session(ws, human="ada", n_jobs=1)
+        s.send("benchmark CSP+LDA and TS+SVM on SimulatedMI subjects 1-3")
+        s.send("compare pipelines")  # made before the next run: stale afterwards
+        s.send("benchmark TS+LR on SimulatedMI subjects 4-5")
+        s.close()
+        ws.close()
+    return path
+
+
+def _last_result(ws, tool):
+    return [e for e in ws.journal.events(kind="tool_result")
+            if e.payload["tool"] == tool][-1].payload["summary"]
+
+
+def test_tools_rank_on_shared_subjects_and_list_the_rest_apart(mixed_ws):
+    from chatbci.assistant.session import Session
+    from chatbci.workspace import Workspace
+
+    with Workspace.open(mixed_ws) as ws:
+        s = Session(ws, human="ada", n_jobs=1)
+        compare = s.send("compare pipelines").text
+        show = s.send("show results").text
+        s.close()
+        (c,) = _last_result(ws, "compare_pipelines")["comparisons"]
+        shown = _last_result(ws, "show_results")
+        run_rows = pd.concat([pd.read_csv(mixed_ws / e.payload["results_path"],
+                                          dtype={"subject": str})
+                              for e in ws.journal.events(kind="run")])
+    assert c["subjects"] == "1-3" and c["n_subjects"] == 3
+    assert {r["pipeline"] for r in c["ranking"]} == {"CSP+LDA", "TS+SVM"}
+    assert [a["pipeline"] for a in c["not_ranked"]] == ["TS+LR"]
+    assert c["not_ranked"][0]["subjects"] == "4-5" and c["not_ranked"][0]["n_subjects"] == 2
+    assert c["min_p"] == 0.125 and "no test can reach" in c["caution"]
+    assert all(p["n_subjects"] == 3 and p["min_p"] == 0.125 for p in c["vs_best"])
+    # show_results: the same ranking; TS+LR after it, never above, with its own n.
+    rows = shown["results"]
+    assert [r["ranked"] for r in rows] == [True, True, False]
+    assert [r["pipeline"] for r in rows[:2]] == [r["pipeline"] for r in c["ranking"]]
+    assert rows[2]["pipeline"] == "TS+LR" and rows[2]["subjects"] == "4-5"
+    for r in rows[:2]:
+        mine = run_rows[(run_rows.pipeline == r["pipeline"])
+                        & run_rows.subject.isin(["1", "2", "3"])]
+        assert np.isclose(r["mean"], mine.groupby("subject")["score"].mean().mean(),
+                          atol=1e-4)
+    # The offline assistant says the same, from the same mechanism.
+    assert f"best {c['best']}" in compare and "3 subjects they share (1-3)" in compare
+    assert "TS+LR" in compare and "n = 2, subjects 4-5" in compare and "min p = 0.125" in compare
+    assert show.index("TS+LR") > show.index("not ranked")
+
+
+def test_offline_answers_which_is_best_like_for_like(mixed_ws):
+    from chatbci.assistant.session import Session
+    from chatbci.workspace import Workspace
+
+    with Workspace.open(mixed_ws) as ws:
+        s = Session(ws, human="ada", n_jobs=1)
+        answer = s.send("which pipeline is best?").text
+        s.close()
+        (c,) = _last_result(ws, "compare_pipelines")["comparisons"]
+    assert f"best {c['best']}" in answer and "3 subjects they share (1-3)" in answer
+    assert "TS+LR" in answer and "n = 2, subjects 4-5" in answer  # left apart, with its n
+
+
+def test_context_ranks_like_for_like_and_flags_stale_comparisons(mixed_ws):
+    from chatbci.assistant.context import workspace_state
+    from chatbci.workspace import Workspace
+
+    with Workspace.open(mixed_ws) as ws:
+        state = workspace_state(ws)
+        first_compare = [e for e in ws.journal.events(kind="tool_result")
+                         if e.payload["tool"] == "compare_pipelines"][0]
+        lr_run = ws.journal.events(kind="run")[-1]
+    (group,) = state["results"].values()
+    assert list(group)[-1] == "TS+LR" and group["TS+LR"]["ranked"] is False
+    assert group["TS+LR"]["subjects"] == "4-5"
+    assert {group[p]["subjects"] for p in ("CSP+LDA", "TS+SVM")} == {"1-3"}
+    stale = {s["event"]: s["newer_runs"] for s in state["stale_comparisons"]}
+    assert stale[first_compare.id] == [lr_run.id]
+
+
+def test_exports_never_mix_subject_sets(mixed_ws):
+    from chatbci.export import methods_section, results_table
+    from chatbci.export.methods import methods_facts
+    from chatbci.export.record import load_record
+
+    record = load_record(mixed_ws)
+    md = results_table(record, "md")
+    lines = [ln for ln in md.splitlines() if ln.startswith("| SimulatedMI")]
+    assert "(best)" in lines[0] and "TS+LR (not ranked)" in lines[2]
+    assert "4-5 (n = 2)" in lines[2] and all("1-3 (n = 3)" in ln for ln in lines[:2])
+    assert "| 3 (0.125) |" in lines[1]  # the p's n and smallest attainable p
+    first_compare = next(it for it in record.items if it.kind == "tool_result"
+                         and it.payload["tool"] == "compare_pipelines")
+    assert f"#{first_compare.id} (runs" in md  # superseded, recomputed
+    for fmt in ("tex", "html"):
+        text = results_table(record, fmt)
+        assert "TS+LR (not ranked)" in text and "0.125" in text
+    methods = methods_section(record)
+    # No pipeline ran on subjects 1-5: never stated as one cohort of 5.
+    assert "subjects 1-5 (n = 5)" not in methods
+    assert "no pipeline ran on all 5" in methods
+    assert "compared on subjects 1-3 (n = 3" in methods
+    assert "TS+LR (subjects 4-5, n = 2)" in methods
+    assert "no comparison could reach p below 0.05" in methods
+    stats = methods_facts(record)["statistics"]
+    assert stats["comparisons"][0]["subjects"] == "1-3"
+    assert first_compare.id in stats["superseded"]
+
+
+def test_methods_print_each_engine_note_once(mixed_ws, tmp_path):
+    import shutil
+
+    from chatbci.export import methods_section
+    from chatbci.workspace import Workspace
+
+    copy = tmp_path / "copy"
+    shutil.copytree(mixed_ws, copy)
+    note = {"kind": "unseeded", "pipeline": "TS+SVM",
+            "text": "SVC was not seeded; its scores may vary between runs."}
+    with Workspace.open(copy) as ws:
+        run = ws.journal.events(kind="run")[0].payload
+        ws.journal.append("run", "system", {**run, "engine_notes": [note]})
+        ws.journal.append("run", "system", {**run, "engine_notes": [note, dict(
+            note, kind="filter_bank", text="Filter banks used 6 bands.")]})
+    text = methods_section(copy)
+    assert text.count(note["text"]) == 1 and "Filter banks used 6 bands." in text

@@ -76,6 +76,80 @@ def _band(paradigm) -> str | None:
     return None
 
 
+def _subjects_per_pipeline(record) -> dict:
+    """Dataset code -> pipeline -> subjects it was benchmarked on (over every run)."""
+    out = {}
+    for it in record.runs:
+        cfg = it.payload["config"]
+        subjects = [s for s in cfg.get("subjects") or [] if isinstance(s, int)]
+        for name in (cfg.get("pipelines") or it.payload.get("scores") or {}):
+            out.setdefault(cfg.get("dataset"), {}).setdefault(name, set()).update(subjects)
+    return out
+
+
+def engine_notes(record) -> list:
+    """Distinct ``engine_notes`` of the benchmark runs, first seen first.
+
+    Each run's journaled result may carry ``engine_notes``: ``[{"kind": ...,
+    "pipeline": ..., "text": "one sentence for a methods section"}]`` (for
+    example an unseeded component, or a filter bank). A note's ``text`` is
+    reported once however many runs or pipelines carry it.
+    """
+    notes = []
+    for it in record.runs:
+        parent = record.parent(it)
+        summary = (parent.payload.get("summary") or {}) if parent is not None else {}
+        for source in (it.payload, summary):
+            for note in source.get("engine_notes") or []:
+                if not isinstance(note, dict) or not isinstance(note.get("text"), str):
+                    continue
+                if note["text"].strip() and note["text"] not in [n["text"] for n in notes]:
+                    notes.append({"kind": note.get("kind"), "pipeline": note.get("pipeline"),
+                                  "text": note["text"].strip()})
+    return notes
+
+
+def _statistics_facts(record) -> dict:
+    """The statistics as reported: like-for-like comparisons recomputed from the runs.
+
+    One entry per dataset, evaluation and seed where at least two pipelines
+    share subjects: the subjects every ranked number rests on, the test, its
+    n and smallest attainable p, and the pipelines left out of the ranking
+    with their own subjects. ``superseded``: journaled comparisons made
+    before newer runs on the same data (recomputed, not reported).
+    """
+    from chatbci.bci.statistics import meta_analysis, subject_ranges
+
+    from .results import _superseded, results_comparisons
+
+    comparisons, df, _ = results_comparisons(record)
+    names = {ds.get("code"): ds.get("name") for ds in record.datasets_used}
+    out = []
+    for c in comparisons:
+        if c.best is None:
+            continue
+        out.append({
+            "dataset": names.get(c.key["dataset"]) or c.key["dataset"],
+            "dataset_code": c.key["dataset"], "evaluation": c.key["evaluation"],
+            "seed": c.key.get("seed") or None, "test": c.test,
+            "n_subjects": c.n_subjects, "subjects": subject_ranges(c.subjects),
+            "pipelines": list(c.ranking["pipeline"]), "best": c.best,
+            "min_p": c.min_p, "caution": c.caution, "runs": [int(r) for r in c.runs],
+            "not_ranked": [{"pipeline": r.pipeline, "n_subjects": int(r.n_subjects),
+                            "subjects": r.subjects} for r in c.apart.itertuples()]})
+    meta = meta_analysis(comparisons) if len(out) > 1 else None
+    chance = bool(len(df)) and {"samples", "samples_test", "n_classes"} <= set(df.columns)
+    return {"tests": _unique(c["test"] for c in out if c["test"]), "comparisons": out,
+            "n_comparisons": len(out),
+            "meta_analysis": ([] if meta is None else
+                              [{"pipe1": m.pipe1, "pipe2": m.pipe2, "groups": m.groups,
+                                "p": float(m.p), "smd": float(m.smd),
+                                "I2": None if m.I2 != m.I2 else float(m.I2)}
+                               for m in meta.itertuples() if m.smd > 0]),
+            "chance_levels": chance,
+            "superseded": {int(k): v for k, v in _superseded(record).items()}}
+
+
 def methods_facts(record) -> dict:
     """What the methods section states, as JSON-ready facts.
 
@@ -91,8 +165,11 @@ def methods_facts(record) -> dict:
         (event ids of the benchmark runs described).
     """
     runs = record.runs
+    per_pipeline = _subjects_per_pipeline(record)
     datasets = []
     for ds in record.datasets_used:
+        mine = per_pipeline.get(ds.get("code"), {})
+        everyone = set(ds.get("subjects", []))
         datasets.append({
             "name": ds.get("name"), "code": ds.get("code"), "doi": ds.get("doi"),
             "reference": ds.get("reference"), "n_channels": ds.get("n_channels"),
@@ -100,6 +177,10 @@ def methods_facts(record) -> dict:
             "subjects": ds.get("subjects", []), "n_subjects": len(ds.get("subjects", [])),
             "cite": dataset_keys(ds),
             "simulated": str(ds.get("name") or "").startswith("SimulatedMI"),
+            # Which subjects each pipeline ran on: the union above is only stated as
+            # "n = ..." when some pipeline really ran on all of it.
+            "pipeline_subjects": {name: sorted(subs) for name, subs in mine.items()},
+            "all_by_one_pipeline": any(set(subs) >= everyone for subs in mine.values()),
         })
     paradigms, evaluations, intervals = [], [], {}
     for it in runs:
@@ -134,22 +215,16 @@ def methods_facts(record) -> dict:
             if ds not in entry["datasets"]:
                 entry["datasets"].append(ds)
             entry["runs"].append(it.id)
+            code = it.payload["config"].get("dataset")
+            subs = per_pipeline.get(code, {}).get(name)
+            if subs:
+                entry.setdefault("subjects", {})[ds] = sorted(subs)
     for name, entry in pipelines.items():
         origin = origins.get(name)
         entry["origin"] = origin["by"] if origin else "canonical"
         entry["origin_text"] = _origin_text(record, origin)
 
-    # The latest comparison per dataset and evaluation is the one reported.
-    names = {ds.get("code"): ds.get("name") for ds in record.datasets_used}
-    latest, n_comparisons = {}, 0
-    for res in record.tool_results("compare_pipelines"):
-        for c in (res.payload.get("summary") or {}).get("comparisons", []):
-            n_comparisons += 1
-            latest[(c.get("dataset"), c.get("evaluation"))] = {
-                "event_id": res.id, "dataset": names.get(c.get("dataset")) or c.get("dataset"),
-                "dataset_code": c.get("dataset"), "evaluation": c.get("evaluation"),
-                "test": c.get("test"), "n_subjects": c.get("n_subjects"), "best": c.get("best")}
-    comparisons = list(latest.values())
+    statistics = _statistics_facts(record)
     sess = record.software_session
     prov = sess["provenance"] if sess else {}
     assistants = [{"actor": a["actor"], "model": a["model"], "is_llm": a["is_llm"],
@@ -161,8 +236,8 @@ def methods_facts(record) -> dict:
         "paradigms": paradigms,
         "evaluations": evaluations,
         "pipelines": list(pipelines.values()),
-        "statistics": {"tests": _unique(c["test"] for c in comparisons if c["test"]),
-                       "comparisons": comparisons, "n_comparisons": n_comparisons},
+        "statistics": statistics,
+        "engine_notes": engine_notes(record),
         "software": {"python": prov.get("python"), "platform": prov.get("platform"),
                      "packages": record.software_versions,
                      "seeds": prov.get("seeds") or {}},
@@ -188,6 +263,12 @@ def _dataset_sentence(ds):
     detail = ", ".join(bits)
     subjects = (f"subjects {ranges(ds['subjects'])} (n = {ds['n_subjects']})"
                 if ds["subjects"] else "all subjects")
+    if ds["subjects"] and not ds.get("all_by_one_pipeline", True):
+        # No pipeline ran on the whole union: never state it as one cohort.
+        each = "; ".join(f"{name} on subjects {ranges(subs)} (n = {len(subs)})"
+                         for name, subs in ds["pipeline_subjects"].items())
+        subjects = (f"subjects {ranges(ds['subjects'])} across runs, though no pipeline ran "
+                    f"on all {ds['n_subjects']} ({each})")
     if ds["simulated"]:
         head = ["simulated motor-imagery EEG generated by chatbci's ", code(ds["name"]),
                 " dataset (", code(ds["code"]), "; " + detail + ")"]
@@ -292,29 +373,22 @@ def methods_blocks(record, *, level=1) -> list:
             if p.get("param_grid"):
                 item.append(f"; hyper-parameters tuned by grid search over "
                             f"{compact_json(p['param_grid'])}")
+            where = [f"{d} subjects {ranges(p['subjects'][d])} (n = {len(p['subjects'][d])})"
+                     if p.get("subjects", {}).get(d) else str(d) for d in p["datasets"]]
             item.append(f". {p['origin_text'][0].upper()}{p['origin_text'][1:]}; "
-                        f"benchmarked on {', '.join(str(d) for d in p['datasets'])}")
+                        f"benchmarked on {', '.join(where)}")
             if p["citations"]:
                 item.append(f". Method references: {', '.join(p['citations'])}")
             item.append(".")
             items.append(item)
         blocks.append(UL(items))
+        if f["engine_notes"]:
+            blocks.append(P(" ".join(n["text"] for n in f["engine_notes"])))
 
     stats = f["statistics"]
     if stats["comparisons"]:
         blocks.append(H(sub, "Statistics"))
-        tests = stats["tests"]
-        names = {"permutation": "one-sided paired permutation tests",
-                 "wilcoxon": "one-sided Wilcoxon signed-rank tests"}
-        used = " and ".join(names.get(t, t) for t in tests) or "paired tests"
-        detail = "; ".join(f"{c['dataset']}, {c['evaluation']}: {c['test']} test, "
-                           f"{c['n_subjects']} subjects" for c in stats["comparisons"])
-        blocks.append(P(
-            "Pipelines were compared per dataset with MOABB's paired statistics",
-            cite("jayaram2018moabb"), ": the best pipeline was tested against each other one "
-            f"with {used} on the subjects scored by both (MOABB uses permutation tests below "
-            "20 subjects and Wilcoxon signed-rank tests above), with the standardised mean "
-            f"difference (SMD) as effect size ({detail})."))
+        blocks += _statistics_blocks(stats)
 
     sw = f["software"]
     pk = sw["packages"]
@@ -353,6 +427,62 @@ def methods_blocks(record, *, level=1) -> list:
                  f"hash {f['journal']['head_hash']}), which ")
     parts += [code("chatbci verify"), " checks; the AI-use disclosure details the AI's role."]
     blocks.append(P(*parts))
+    return blocks
+
+
+_TEST_NAMES = {"permutation": "one-sided paired permutation tests",
+               "wilcoxon": "one-sided Wilcoxon signed-rank tests"}
+
+
+def _statistics_blocks(stats) -> list:
+    """Paragraphs stating which subjects each reported comparison rests on."""
+    used = " and ".join(_TEST_NAMES.get(t, t) for t in stats["tests"]) or "paired tests"
+    blocks = [P(
+        "Pipelines were compared with MOABB's paired statistics", cite("jayaram2018moabb"),
+        ", separately for each dataset, evaluation and random seed, and only on the "
+        "subjects every compared pipeline was scored on: the pipelines sharing the most "
+        "paired scores (pipelines \u00d7 shared subjects) were ranked on those subjects, "
+        f"and the best was tested against each other one with {used} (MOABB uses "
+        "permutation tests below 20 subjects and Wilcoxon signed-rank tests above), with "
+        "the standardised mean difference (SMD) as effect size. Pipelines benchmarked on "
+        "other subjects are reported with their own subjects and are not ranked. With n "
+        "subjects, an exact paired permutation test cannot give p below 1/2^n (0.0625 for "
+        "n = 4), so fewer than 5 subjects cannot reach p below 0.05.")]
+    items = []
+    for c in stats["comparisons"]:
+        where = f"{c['dataset']}, {c['evaluation']}"
+        if c.get("seed") not in (None, ""):
+            where += f", random_state = {c['seed']}"
+        text = (f"{where}: {', '.join(c['pipelines'])} compared on subjects {c['subjects']} "
+                f"(n = {c['n_subjects']}; {c['test']} test; smallest attainable p = "
+                f"{c['min_p']:.4g}")
+        text += (", so no comparison could reach p below 0.05)" if c.get("caution") else ")")
+        if c["not_ranked"]:
+            text += "; not ranked, benchmarked on other subjects: " + ", ".join(
+                f"{a['pipeline']} (subjects {a['subjects']}, n = {a['n_subjects']})"
+                for a in c["not_ranked"])
+        items.append([text + "."])
+    blocks.append(UL(items))
+    if stats.get("chance_levels"):
+        blocks.append(P(
+            "Each subject's score was tested against chance for its number of trials: for "
+            "accuracy with the binomial chance level of Combrisson and Jerbi (2015); for ROC "
+            "AUC with the exact Mann\u2013Whitney null distribution of the AUC averaged over "
+            "the cross-validation test folds (classes taken as balanced), at \u03b1 = 0.05."))
+    if stats.get("meta_analysis"):
+        pairs = "; ".join(f"{m['pipe1']} vs {m['pipe2']} over {len(m['groups'])} groups"
+                          for m in stats["meta_analysis"][:6])
+        blocks.append(P(
+            "Comparisons repeated over datasets or seeds were combined with MOABB's "
+            "meta-analysis (Stouffer's method, weighted by the square root of the number of "
+            "subjects)", cite("jayaram2018moabb"), ", with Cochran's Q and the I\u00b2 "
+            f"heterogeneity of Higgins and Thompson (2002) ({pairs})."))
+    if stats.get("superseded"):
+        ids = ", ".join(f"#{k}" for k in stats["superseded"])
+        blocks.append(P(
+            f"Comparisons recorded in the journal before later benchmark runs ({ids}) are "
+            "not reported; all statistics above were recomputed on the final per-subject "
+            "scores."))
     return blocks
 
 
