@@ -161,6 +161,24 @@ def test_rankings(study):
     assert c.verdict == "contradicted" and "no citation" in c.reason
 
 
+def test_best_with_qualifiers_is_a_ranking(study):
+    """Regression: a real 0.5B model's final answer, "The best left vs right hand
+    motor-imagery decoder is the CSP+LDA pipeline.", was no claim at all."""
+    _, _, _, ids = study
+    r = rows(ids)
+    hi, lo = sorted(r, key=lambda p: -r[p]["mean"])[:2]
+    text = f"The best left vs right hand motor-imagery decoder is the {lo} pipeline."
+    c = only(check(study, text), "ranking")
+    assert c.value == {"best": lo} and c.verdict in ("unsupported", "contradicted")
+    c = only(check(study, f"The best left vs right decoder is {hi} [show_results "
+                          f"#{ids['show']}]."), "ranking")
+    assert c.verdict == "supported"
+    for text in (f"The second best decoder is {lo}.",
+                 f"For the best results, try {hi} and {lo}.",
+                 f"We want the best of both worlds from {hi}."):
+        assert not check(study, text).claims, text
+
+
 def test_significance(study):
     _, _, _, ids = study
     comp = ids["compare_payload"]["summary"]["comparisons"][0]

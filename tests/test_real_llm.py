@@ -191,6 +191,10 @@ def test_final_answer_numbers_are_cited_or_flagged(trial):
         chance = number.replace(" ", "") in ("0.5", "0.50", "50%", "50.0%")
         if not (checked or chance or _cited_sentence(text, start, ids)):
             loose.append(number)
+    # A pipeline named best is a ranking claim, checked like a number (the 0.5B model's
+    # answer "The best ... decoder is the CSP+LDA pipeline." once went unchecked).
+    if re.search(r"\bbest\b[^.]{0,80}\b(?:CSP\+LDA|TS\+LR)\b", text, re.I):
+        assert any(c.kind == "ranking" for c in claims), (text, claims)
     assert not loose, (f"numbers neither cited nor flagged by the claims check: {loose}; "
                        f"answer {text[:600]!r}; claims "
                        f"{[(c.text, c.verdict) for c in claims]}")

@@ -580,7 +580,10 @@ _BEST_AFTER = re.compile(
     r"(?:wins|won|tops|topped)\b(?!['\u2019]))", re.I)
 _BEST_BEFORE = re.compile(
     r"(?:^|[^\w-])(?P<w>best|top|winning|strongest|highest[- ]scoring)"
-    r"(?:\s+(?:pipeline|decoder|model|method|classifier|performer|result|one|score))?"
+    # "the best pipeline is X", also with qualifiers: "the best left vs right hand
+    # motor-imagery decoder is X" (a real 0.5B model's final answer).
+    r"(?:\s+(?:[\w/+-]+\s+){0,6}?(?:pipeline|decoder|model|method|classifier|performer|"
+    r"result|one|score|approach|option|choice)s?)?"
     r"(?:\s+(?:overall|so\s+far|here|was|is))?\s*(?::|=|-|\u2013|\u2014|,)?\s*(?:is\s+|was\s+)?"
     r"(?:the\s+)?$", re.I)
 _NOT_FIRST = re.compile(r"\b(?:second|third|next|runner|not|n't|never)\b[\s-]*(?:the\s+)?$", re.I)
@@ -1083,7 +1086,7 @@ class _Checker:
             if after and not _NEGATION.search(after.group()):
                 found.append((m[0], m[1] + after.end(), {"best": m[2]}))
                 continue
-            window = text[max(cs, m[0] - 60):m[0]]
+            window = text[max(cs, m[0] - 110):m[0]]
             before = _BEST_BEFORE.search(window)
             if before:
                 lead = window[:before.start("w")]
