@@ -43,8 +43,24 @@ def run_demo(directory="chatbci-demo", dataset="SimulatedMI", *, n_jobs=-1, quie
         Print nothing.
     overwrite : bool
         Replace an existing demo workspace in ``directory``.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The demo workspace.
+    files : list of pathlib.Path
+        The exported files.
     """
-    from .assistant.offline import OfflineBackend
+    from ._quiet import library_chatter_silenced
+
+    # The demo speaks in chatbci's words; MOABB's and MNE's log lines are not
+    # for its reader (errors still show).
+    with library_chatter_silenced():
+        return _play(directory, dataset, n_jobs=n_jobs, quiet=quiet, overwrite=overwrite)
+
+
+def _play(directory, dataset, *, n_jobs, quiet, overwrite):
+    from .assistant.offline import OfflineBackend, describe_action
     from .assistant.session import Session
     from .workspace import Workspace
 
@@ -78,15 +94,29 @@ def run_demo(directory="chatbci-demo", dataset="SimulatedMI", *, n_jobs=-1, quie
         datasets=[dataset], subjects=subjects, evaluation="within-session", random_state=42)
     session = Session(ws, backend=OfflineBackend(), human="demo-researcher", n_jobs=n_jobs)
 
+    def show(turn):
+        """What the turn produced beside its text: scores and files."""
+        for res in turn.tool_results:
+            scores = _scores_line(res.payload.get("summary"))
+            if scores:
+                say("system", f"scores (journal #{res.id}): {scores}")
+        for artifact in turn.artifacts:
+            print(f"{'':>6} | file: {path.resolve() / artifact}", flush=True)
+
     def ask(text):
         say("human", text)
         turn = session.send(text)
         say("ai", turn.text)
+        show(turn)
         return turn
 
     def decide(how, suggestion, rationale, changes=None):
         action = suggestion.payload["action"]
-        say("human", f"[{how} suggestion #{suggestion.id}: {action['tool']}] {rationale}")
+        what = describe_action(action)
+        if changes:
+            changed = {**action, "args": {**action.get("args", {}), **changes}}
+            what += f", to: {describe_action(changed)}"
+        say("human", f"[{how} suggestion #{suggestion.id}: {what}] {rationale}")
         if how == "accept":
             turn = session.approve(suggestion.id, rationale)
         elif how == "modify":
@@ -94,6 +124,7 @@ def run_demo(directory="chatbci-demo", dataset="SimulatedMI", *, n_jobs=-1, quie
         else:
             turn = session.reject(suggestion.id, rationale)
         say("system", turn.text)
+        show(turn)
         return turn
 
     if not quiet:
@@ -133,6 +164,17 @@ def run_demo(directory="chatbci-demo", dataset="SimulatedMI", *, n_jobs=-1, quie
             print(f"    {Path(f).relative_to(path.resolve()) if Path(f).is_absolute() else f}")
         print(f"\nNext: chatbci chat {path}   (or in Jupyter: chatbci.chat({str(path)!r}))")
     return path, files
+
+
+def _scores_line(summary):
+    """``CSP+LDA 0.737 ± 0.150, ... (roc_auc, 6 subjects)`` of a benchmark result."""
+    if not isinstance(summary, dict) or not isinstance(summary.get("scores"), dict):
+        return None
+    scores = summary["scores"]
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1]["mean"])
+    n = max((int(sc.get("n_subjects") or 0) for sc in scores.values()), default=0)
+    text = ", ".join(f"{name} {sc['mean']:.3f} ± {sc['sd']:.3f}" for name, sc in ranked)
+    return text + f" ({summary.get('metric', 'score')}, {n} subjects)"
 
 
 def main(argv=None):  # pragma: no cover - exercised through the CLI

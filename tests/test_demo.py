@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +30,17 @@ def test_demo_runs_end_to_end_offline(tmp_path):
     assert "offline assistant (rule-based, no LLM)" in out
     assert "Everything is in" in out and "exports/" in out
     print(f"demo wall time: {seconds:.1f} s")
+    # What was suggested, the scores a decision produced, and where the figures are.
+    flat = " ".join(out.split())  # the demo wraps its lines
+    assert re.search(r"suggestion #\d+: benchmark CSP\+LDA, TS\+LR and MDM on SimulatedMI "
+                     r"subjects 1-6", flat)
+    assert re.search(r"\[modify suggestion #\d+: benchmark TS\+SVM on SimulatedMI subjects 1-6, "
+                     r"to: benchmark TS\+SVM on SimulatedMI subjects 1-3\]", flat)
+    assert re.search(r"scores \(journal #\d+\): (TS\+LR|CSP\+LDA|MDM) 0\.\d{3} ± 0\.\d{3}", flat)
+    files = [line.split("file: ", 1)[1].strip() for line in out.splitlines() if "| file: " in line]
+    assert any(f.endswith(".png") for f in files) and all(Path(f).is_file() for f in files)
+    # Only chatbci's words: no library log lines.
+    assert "too similar" not in out + proc.stderr and "WARNING" not in out + proc.stderr
 
     ws = Workspace.open(tmp_path / "demo")
     j = ws.journal
@@ -48,6 +61,27 @@ def test_demo_runs_end_to_end_offline(tmp_path):
     assert "SimulatedMI" in methods and "within-session" in methods.lower()
     assert "TS+LR" in methods and "CSP+LDA" in methods
     ws.close()
+
+
+def test_library_chatter_is_silenced_only_inside_the_block(caplog, capfd):
+    import mne
+
+    from chatbci._quiet import library_chatter_silenced
+
+    moabb_log = logging.getLogger("moabb.analysis.plotting")
+    mne_level = mne.utils.logger.level
+    with caplog.at_level(logging.INFO):
+        with library_chatter_silenced():
+            moabb_log.warning("Dataset names are too similar, turning off name shortening")
+            mne.utils.logger.info("Not setting metadata")
+            logging.getLogger("chatbci.demo").warning("chatbci's own warning")
+            moabb_log.error("a real MOABB error")
+        moabb_log.warning("after the block")
+    said = [r.getMessage() for r in caplog.records]
+    assert "Dataset names are too similar, turning off name shortening" not in said
+    assert {"chatbci's own warning", "a real MOABB error", "after the block"} <= set(said)
+    assert "Not setting metadata" not in capfd.readouterr().out
+    assert mne.utils.logger.level == mne_level
 
 
 def test_demo_refuses_to_overwrite_and_explains(tmp_path, capsys):
