@@ -471,10 +471,12 @@ def paired_plot(results, pipeline_a, pipeline_b, chance_level=None, metric=None,
         ax.set_ylabel(f"{pipeline_b}: {label}")
         above = int((wide[pipeline_b] > wide[pipeline_a]).sum())
         below = int((wide[pipeline_b] < wide[pipeline_a]).sum())
+        # On a white ground: the chance lines may pass behind the corners.
+        box = dict(facecolor="white", edgecolor="none", pad=1.0)
         ax.text(0.03, 0.97, f"{pipeline_b} higher: {above}", transform=ax.transAxes,
-                ha="left", va="top", fontsize=7)
+                ha="left", va="top", fontsize=7, bbox=box, zorder=5)
         ax.text(0.97, 0.03, f"{pipeline_a} higher: {below}", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=7)
+                ha="right", va="bottom", fontsize=7, bbox=box, zorder=5)
         ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), borderaxespad=0.2,
                   handletextpad=0.3)
     return fig
@@ -500,9 +502,8 @@ def forest_plot(comparisons, pipe1, pipe2, ax=None):
     Returns
     -------
     fig : matplotlib.figure.Figure
+        Not registered with pyplot (see :func:`new_figure`).
     """
-    import matplotlib.pyplot as plt
-
     from .statistics import StatisticsError, meta_analysis, smd_variance
 
     groups = []
@@ -521,8 +522,7 @@ def forest_plot(comparisons, pipe1, pipe2, ax=None):
     n_rows = len(groups) + (1 if len(meta) else 0)
     with figure_style():
         if ax is None:
-            fig, ax = plt.subplots(figsize=figure_size("single", aspect=0.16 + 0.09 * n_rows),
-                                   layout="constrained")
+            fig, ax = new_figure(figsize=figure_size("single", aspect=0.16 + 0.09 * n_rows))
         else:
             fig = ax.figure
         labels = []
