@@ -779,3 +779,72 @@ def test_cli_export_writes_the_requested_formats(offline_ws, tmp_path, capsys):
     assert {Path(p).suffix for p in printed} == {".md", ".json"}
     assert main(["export", str(offline_ws), "--format", "docx"]) == 2
     assert "docx" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# Layout: tables that fit, figures with captions where the text puts them
+
+HASH_NAME = re.compile(r"[0-9a-f]{32,}\.png|results/figures/")
+
+
+def _section(text, start, end):
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_html_figures_captioned_and_provenance_for_a_reader(offline_ws):
+    html = export(offline_ws, "html").read_text()
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", html, re.S)
+    assert len(captions) >= 4
+    for caption in captions:
+        assert re.match(r"<strong>Figure \d+", caption)
+        assert not HASH_NAME.search(caption) and "journal events" in caption
+    # The ERD/ERS maps say what they show, from the explore_subject result.
+    assert any("ERD/ERS maps of SimulatedMI subject 1" in c for c in captions)
+    results = _section(html, '<section id="results">', "</section>")
+    assert "<figure id=" in results and "data:image/png;base64," in results
+    assert "Shown in <a href=\"#fig-" in html  # the transcript links to it, not a copy
+    prov = _section(html, '<section id="provenance">', "</section>")
+    assert "<pre>" not in prov and '{"' not in prov and '"head_hash"' not in prov
+    with Workspace.open(offline_ws) as ws:
+        head = ws.journal.events()[-1]
+    assert f"<dt>Head hash</dt><dd><code>{head.hash}</code></dd>" in prov
+    assert re.search(r"<tr><td>moabb</td><td>[\d.]+</td></tr>", prov)
+    assert "offline-rules (rule-based, not an LLM)" in prov
+
+
+def test_markdown_figures_have_captions(offline_ws, tmp_path):
+    md = export(offline_ws, "md", out=tmp_path / "out").read_text()
+    images = re.findall(r"!\[(.*?)\]\((.*?)\)\n\n\*(Figure \d+\. .*?)\*\n", md)
+    assert len(images) >= 4
+    for alt, path, caption in images:
+        assert (tmp_path / "out" / path).resolve().is_file()
+        assert not HASH_NAME.search(caption) and not HASH_NAME.search(alt)
+
+
+def test_ai_text_does_not_place_figures_it_cannot_see(offline_ws):
+    # The offline assistant said "Figures are shown below" while every view
+    # shows them with the tool result, above its message.
+    with Workspace.open(offline_ws) as ws:
+        texts = [e.payload.get("text", "") for e in ws.journal.events(kind="message")
+                 if e.actor.startswith("ai:")]
+    assert any("explore_subject" in t for t in texts)
+    assert not [t for t in texts if re.search(r"\b(shown|see) (below|above)\b", t, re.I)]
+
+
+def test_latex_cells_wrap_code_and_tables_fit():
+    from chatbci.export._text import latex_cell, latex_colspec, latex_table
+
+    cell = latex_cell('run_benchmark(dataset=SimulatedMI, pipelines=["CSP+LDA"]) 0.834')
+    assert r"\allowbreak{}" in cell and "0.834" in cell  # numbers are never split
+    assert cell.replace(r"\allowbreak{}", "") == escape_latex(
+        'run_benchmark(dataset=SimulatedMI, pipelines=["CSP+LDA"]) 0.834')
+    spec = latex_colspec([3, 1, 1], "lrr")
+    fractions = [float(f) for f in re.findall(r"\\dimexpr ([\d.]+)\\linewidth", spec)]
+    assert sum(fractions) <= 1.0 and fractions[0] > fractions[1]
+    assert spec.count(r"\hspace{0pt}") == 3  # first words may hyphenate
+    short = latex_table(["A", "B"], [["1", "2"]], caption="Two columns")
+    assert r"\begin{tabular}{ll}" in short and r"\begin{table}[H]" in short
+    wide = latex_table(["Action", "Verdict"], [["x" * 120, "ok"]])
+    assert r"p{\dimexpr" in wide and r"\begin{table}" not in wide
+    with pytest.raises(ValueError, match="alignment"):
+        latex_colspec([1], "x")

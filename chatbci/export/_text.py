@@ -11,7 +11,8 @@ import re
 import unicodedata
 
 __all__ = ["breakable_latex", "compact_json", "escape_latex", "escape_md", "fmt_num", "fmt_score",
-           "latex_paragraphs", "md_cell", "md_code", "ranges", "slugify", "truncate"]
+           "latex_cell", "latex_colspec", "latex_paragraphs", "latex_table", "md_cell", "md_code",
+           "ranges", "slugify", "truncate"]
 
 # ---------------------------------------------------------------------------
 # LaTeX
@@ -87,6 +88,135 @@ def breakable_latex(text, every=16) -> str:
     text = str(text)
     return r"\allowbreak{}".join(escape_latex(text[i:i + every])
                                  for i in range(0, len(text), every))
+
+
+# Where a long table cell may break: after separators of code-like text
+# (``run_benchmark(dataset=X, pipelines=[...])``, paths, dotted names; not
+# inside numbers such as 0.834) and before an opening bracket.
+_CELL_BREAK = re.compile(r"(?<=[,=/_:;+|])(?=\S)|(?<=[A-Za-z]\.)(?=[A-Za-z])"
+                         r"|(?<=\S)(?=[(\[{])")
+
+
+def latex_cell(text) -> str:
+    """Escaped text for a table cell that may wrap inside code-like tokens.
+
+    Cells of ``p{}`` / ``X`` columns wrap at spaces only; a tool call or a
+    path has few, and ran into the next column. Break points are allowed
+    after ``, = / _ : ; + |``, between dotted names and before ``( [ {``.
+    """
+    parts = _CELL_BREAK.split(str(text))
+    return r"\allowbreak{}".join(escape_latex(part) for part in parts)
+
+
+def latex_colspec(widths, align=None, total=1.0) -> str:
+    """A ``tabular`` column spec of wrapping columns that fills ``total`` of the line.
+
+    Parameters
+    ----------
+    widths : sequence of float
+        Relative column widths (normalised here).
+    align : sequence of str | None
+        ``"l"`` (ragged right, the default), ``"r"`` or ``"c"`` per column.
+    total : float
+        Fraction of ``\linewidth`` the table takes.
+
+    Returns
+    -------
+    spec : str
+        ``p{}`` columns whose widths, padding included, add up to ``total``
+        of the line, so the table never runs into the margin; each cell may
+        hyphenate its first word (``\hspace{0pt}``), which TeX otherwise
+        never does, so a long header breaks instead of overflowing.
+    """
+    widths = [float(w) for w in widths]
+    if not widths or min(widths) <= 0:
+        raise ValueError(f"column widths must be positive; got {widths}.")
+    align = list(align or ["l"] * len(widths))
+    if len(align) != len(widths):
+        raise ValueError(f"{len(align)} alignments for {len(widths)} columns.")
+    flush = {"l": r"\raggedright", "r": r"\raggedleft", "c": r"\centering"}
+    norm = sum(widths)
+    cols = []
+    for w, a in zip(widths, align):
+        if a not in flush:
+            raise ValueError(f"column alignment must be 'l', 'r' or 'c'; got {a!r}.")
+        cols.append(rf">{{{flush[a]}\arraybackslash\hspace{{0pt}}}}"
+                    # Rounded down, so the columns never add up to more than the line.
+                    rf"p{{\dimexpr {int(total * w / norm * 1000) / 1000:.3f}\linewidth"
+                    rf"-2\tabcolsep\relax}}")
+    return "".join(cols)
+
+
+def _natural_widths(columns, rows, cap=None):
+    """Characters of the longest text of each column (capped at ``cap``, so
+    one long cell does not starve the others)."""
+    widths = []
+    for i, head in enumerate(columns):
+        longest = max([len(str(head))] + [len(str(r[i])) for r in rows if i < len(r)])
+        widths.append(float(max(longest, 4) if cap is None else min(max(longest, 4), cap)))
+    return widths
+
+
+# A generous estimate of a \small character's width over the text width of an
+# 11 pt article with 2.5 cm margins (about 5.2 pt of 455 pt), and the padding
+# of a column in characters: a table estimated to fit is set at its natural
+# width, anything longer wraps.
+_CHAR_FRACTION = 1 / 88.0
+_PAD_CHARS = 2.5
+
+
+def latex_table(columns, rows, *, widths=None, align=None, caption="", label="",
+                placement="H", size=r"\small", escaped=False) -> str:
+    """A booktabs table that fits the text width, kept where it is written.
+
+    Parameters
+    ----------
+    columns : sequence of str
+        Column headers (plain text).
+    rows : sequence of sequence
+        Cells (plain text, or LaTeX when ``escaped``).
+    widths : sequence of float | None
+        Relative column widths; from the cells' lengths when None. When the
+        cells fit their natural width the table is set at that width, else
+        it wraps within ``\linewidth``.
+    align : sequence of str | None
+        ``"l"``, ``"r"`` or ``"c"`` per column.
+    caption, label : str
+        Plain-text caption and LaTeX label (a ``table`` float is used only
+        when there is a caption).
+    placement : str
+        Float placement; ``"H"`` (the ``float`` package) keeps the table
+        under its heading instead of letting it float to the next page.
+    size : str
+        Font size command for the table body.
+    escaped : bool
+        Whether ``columns`` and ``rows`` are LaTeX already.
+
+    Returns
+    -------
+    tex : str
+    """
+    columns = list(columns)
+    rows = [list(r) for r in rows]
+    align = list(align or ["l"] * len(columns))
+    cell = (lambda x: str(x)) if escaped else latex_cell
+    natural = _natural_widths(columns, rows)
+    if (sum(natural) + _PAD_CHARS * len(columns)) * _CHAR_FRACTION <= 0.9:
+        spec = "".join(align)  # fits as it is
+    else:
+        spec = latex_colspec(widths or _natural_widths(columns, rows, cap=40), align)
+    body = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+            " & ".join(cell(c) for c in columns) + r" \\", r"\midrule"]
+    body += [" & ".join(cell(c) for c in r) + r" \\" for r in rows]
+    body += [r"\bottomrule", r"\end{tabular}"]
+    if not caption:
+        return "\n".join([r"\begin{center}" + size, *body, r"\end{center}"]) + "\n"
+    out = [rf"\begin{{table}}[{placement}]", r"\centering", size, *body,
+           rf"\caption{{{escape_latex(caption)}}}"]
+    if label:
+        out.append(rf"\label{{{label}}}")
+    out.append(r"\end{table}")
+    return "\n".join(out) + "\n"
 
 
 def latex_paragraphs(text) -> str:
@@ -184,3 +314,33 @@ def compact_json(value) -> str:
     """Short, stable JSON of a value (sorted keys, no spaces, Unicode kept)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       default=str)
+
+
+_ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+         "eighteen", "nineteen")
+_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+
+
+def number_word(n) -> str | None:
+    """English words for 0-99 (``21`` -> ``"twenty-one"``), None beyond."""
+    n = int(n)
+    if 0 <= n < 20:
+        return _ONES[n]
+    if 20 <= n < 100:
+        return _TENS[n // 10] + (f"-{_ONES[n % 10]}" if n % 10 else "")
+    return None
+
+
+def count_phrase(n, noun, plural=None, *, start=False) -> str:
+    """``"4 pipelines"``; at a sentence's start ``"Four pipelines"``.
+
+    Style guides (APA, Nature, COBIDAS reports) never open a sentence with a
+    numeral: with ``start`` the count is spelled out, or, beyond 99, the
+    sentence opens with "A total of".
+    """
+    noun = noun if n == 1 else (plural or noun + "s")
+    if not start:
+        return f"{n} {noun}"
+    word = number_word(n)
+    return f"{word.capitalize()} {noun}" if word else f"A total of {n} {noun}"

@@ -53,7 +53,10 @@ from ._text import (
     breakable_latex,
     escape_latex,
     escape_md,
+    latex_cell,
+    latex_colspec,
     latex_paragraphs,
+    latex_table,
     md_cell,
     md_code,
     slugify,
@@ -64,7 +67,7 @@ from .methods import methods_blocks, methods_facts
 from .provenance import SCHEMA_VERSION, provenance
 from .record import ExportError, load_record, open_workspace, scrub_output
 from .results import results_rows, results_table
-from .transcript import transcript_entries
+from .transcript import results_figures, transcript_entries
 
 __all__ = ["FORMATS", "export", "export_document", "render_blocks", "render_template"]
 
@@ -94,6 +97,7 @@ def _env(kind) -> Environment:
                           autoescape=False, **common)
     else:
         env = Environment(autoescape=(kind == "html"), **common)
+    env.filters.update(texcell=latex_cell, texcolspec=latex_colspec)
     env.filters.update(tex=escape_latex, texbreak=breakable_latex, texpar=latex_paragraphs,
                        md=escape_md, mdcode=md_code, cell=md_cell, model_html=_model_html)
     return env
@@ -179,6 +183,15 @@ class _Context:
         return transcript_entries(self.record, self.curated)
 
     @cached_property
+    def figure_numbers(self):
+        """Figure number of each figure path, in order of first appearance."""
+        numbers = {}
+        for e in self.entries:
+            for fig in e["figures"]:
+                numbers.setdefault(fig, len(numbers) + 1)
+        return numbers
+
+    @cached_property
     def disclosure(self):
         return disclosure(self.record)
 
@@ -260,7 +273,8 @@ def _common(ctx):
 
 def _write_md(ctx) -> Path:
     main = _write(ctx.out / ctx.name("-transcript", "md"), render_template(
-        "transcript.md.j2", **_common(ctx), rel=ctx.rel, exists=ctx.exists))
+        "transcript.md.j2", **_common(ctx), rel=ctx.rel, exists=ctx.exists,
+        figure_number=ctx.figure_numbers))
     ctx.companions("methods.md", "results.md", "ai-disclosure.md", "references.bib",
                    "provenance.json")
     return main
@@ -270,18 +284,23 @@ def _write_html(ctx) -> Path:
     refs = [{"key": e.key, "text": _plain_reference(e)} for e in ctx.bib]
     # Each figure is embedded once, where it first appears; later results that
     # produced the same (content-addressed) figure link to it.
+    # The comparison's figures are embedded in the Results section, beside the
+    # table they illustrate, and the transcript links there.
     first_figure = {}
     for e in ctx.entries:
         for fig in e["figures"]:
             first_figure.setdefault(fig, e["id"])
+    shown = results_figures(ctx.entries)
     main = _write(ctx.out / ctx.name("-transcript", "html"), render_template(
         "transcript.html.j2", **_common(ctx), data_uri=ctx.data_uri,
-        first_figure=first_figure, figure_id=_figure_id,
+        first_figure=first_figure, figure_id=_figure_id, figure_number=ctx.figure_numbers,
+        results_figures=shown, in_results={f for f, _, _ in shown},
+        provenance_html=render_template("provenance.html.j2", prov=ctx.provenance),
         methods_html=render_blocks(ctx.methods, "html"),
         results_html=results_table(ctx.record, "html"),
         disclosure_html=render_blocks(disclosure_blocks(ctx.record, ctx.disclosure, level=1),
                                       "html"),
-        references=refs, provenance_json=_json(ctx.provenance)))
+        references=refs))
     ctx.companions("references.bib", "provenance.json")
     return main
 
@@ -300,14 +319,53 @@ def _plain_reference(entry) -> str:
     return ". ".join(p for p in parts if p) + "."
 
 
+def _figure_width(path, default=r"0.8\linewidth") -> str:
+    """The width a figure was drawn at, for ``\\includegraphics``, at most the line.
+
+    Figures are drawn at a journal column's width (see
+    :mod:`chatbci.bci.figures`); printed at that size their 8 pt fonts stay
+    8 pt. The size comes from the PNG's pixels and resolution (``pHYs``).
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return default
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return default
+    width_px = int.from_bytes(head[16:20], "big")
+    at = head.find(b"pHYs")
+    if at < 0:
+        return default
+    per_metre = int.from_bytes(head[at + 4:at + 8], "big")
+    unit = head[at + 12] if len(head) > at + 12 else 0
+    if unit != 1 or per_metre <= 0:  # 1: pixels per metre
+        return default
+    inches = width_px / (per_metre * 0.0254)
+    return rf"{min(inches, 6.2):.2f}in" if inches < 6.2 else r"\linewidth"
+
+
+def _tex_figure(ctx, fig):
+    """Path (relative to the document) and width of an includable figure, or None."""
+    if not (fig.lower().endswith((".png", ".jpg", ".jpeg")) and ctx.exists(fig)):
+        return None
+    return {"path": ctx.rel(fig), "width": _figure_width(ctx.record.path / fig)}
+
+
 def _write_tex(ctx) -> Path:
     figures = {}
     for e in ctx.entries:
         for fig in e["figures"]:
-            ok = fig.lower().endswith((".png", ".jpg", ".jpeg")) and ctx.exists(fig)
-            figures[fig] = ctx.rel(fig) if ok else None
+            if fig not in figures:
+                figures[fig] = _tex_figure(ctx, fig)
+    shown = []
+    for fig, caption, _ in results_figures(ctx.entries):
+        found = figures.get(fig) or _tex_figure(ctx, fig)
+        if found:
+            shown.append({**found, "caption": caption})
     main = _write(ctx.out / ctx.name("", "tex"), render_template(
-        "document.tex.j2", **_common(ctx), figures=figures,
+        "document.tex.j2", **_common(ctx), figures=figures, results_figures=shown,
+        table=latex_table,
         methods_tex=render_blocks(ctx.methods, "tex"),
         results_tex=results_table(ctx.record, "tex"),
         disclosure_tex=render_blocks(disclosure_blocks(ctx.record, ctx.disclosure), "tex"),

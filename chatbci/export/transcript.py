@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from ._text import compact_json, fmt_num, fmt_score, ranges, truncate
 
 __all__ = ["CLAIM_MARKS", "CURATED_TOOLS", "FIGURE_SUFFIXES", "Entry", "action_line",
-           "claims_marked", "select_items", "summarise_result", "transcript_entries"]
+           "claims_marked", "dataset_names", "figure_captions", "results_figures", "select_items",
+           "summarise_result", "transcript_entries"]
 
 #: Tools whose calls and results a curated transcript keeps (they produce findings
 #: or change what is compared); other tool calls stay only if a human decided them.
@@ -191,6 +192,159 @@ def summarise_result(tool, summary, ok=True):
 
 
 # ---------------------------------------------------------------------------
+# Figure captions
+
+#: What the figures of each tool show, in the order the tool stores them
+#: (chatbci.assistant.tools); a caption is built from the result's summary.
+_EXPLORE_FIGURES = ("erd_ers", "band_power", "psd")
+
+
+def _listed(values) -> str:
+    return ", ".join(str(v) for v in values or [])
+
+
+def _explore_captions(s, name):
+    where = f"{name(s.get('dataset'))} subject {s.get('subject')}"
+    erd = s.get("erd_ers") or {}
+    bp = s.get("band_power") or {}
+    spectra = s.get("psd") or {}
+    base = erd.get("baseline") or []
+    window = erd.get("task_window") or []
+    out = {}
+    text = (f"ERD/ERS maps of {where}: power change from the pre-cue baseline "
+            f"({fmt_num(base[0], 1)} to {fmt_num(base[1], 1)} s) per class "
+            f"({_listed(erd.get('classes'))}) and channel ({_listed(erd.get('channels'))}), "
+            "Morlet wavelets; blue is a decrease (ERD), red an increase (ERS); dashed line: "
+            "the cue" if len(base) == 2 else f"ERD/ERS maps of {where}")
+    if len(window) == 2:
+        text += f"; dotted lines: the task window ({fmt_num(window[0], 1)} to " \
+                f"{fmt_num(window[1], 1)} s)"
+    out["erd_ers"] = text + "."
+    contrast = bp.get("contrast") or []
+    best = bp.get("best") or {}
+    text = f"Class difference in band power, {where}"
+    if len(contrast) == 2:
+        text += f": Hedges' g of {contrast[0]} minus {contrast[1]} per channel and band"
+    if best:
+        text += (f"; largest at {best.get('channel')} in the {best.get('band')} band "
+                 f"(g = {fmt_num(best.get('effect_size'), 2)}, AUC {fmt_num(best.get('auc'))})")
+    out["band_power"] = text + "."
+    peak = (spectra.get("mu_peak") or {}).get("frequency_hz")
+    text = (f"Power spectra of {where} in the task window, per class "
+            f"({_listed(spectra.get('classes'))}) and channel "
+            f"({_listed(list(spectra.get('channels') or {}))}); shaded: mu and beta bands")
+    if peak is not None:
+        text += f"; dotted line: the mu peak at {fmt_num(peak, 1)} Hz"
+    out["psd"] = text + "."
+    return [out[k] for k in _EXPLORE_FIGURES]
+
+
+def _compare_captions(s, name):
+    captions = []
+    for c in s.get("comparisons", []):
+        ranking = [r.get("pipeline") for r in c.get("ranking") or [] if isinstance(r, dict)]
+        second = ranking[1] if len(ranking) > 1 else next(
+            (v.get("worse") for v in c.get("vs_best") or []), "the runner-up")
+        captions.append(
+            f"{c.get('best')} (x) against {second} (y) on {name(c.get('dataset'))} "
+            f"({c.get('evaluation')}), one point per subject ({c.get('n_subjects')} "
+            f"subjects scored by both); points below the diagonal are subjects "
+            f"{c.get('best')} decodes better; dashed lines: chance.")
+    for m in (s.get("meta_analysis") or [])[:2]:
+        captions.append(
+            f"Forest plot of {m.get('better')} minus {m.get('worse')}: standardised mean "
+            "difference with its 95 % interval in each group (dataset, evaluation, seed) "
+            "and combined over groups (diamond).")
+    return captions
+
+
+def figure_captions(tool, summary, n_figures, source="", names=None) -> list:
+    """A caption for each figure of a tool result: what it shows and where from.
+
+    Parameters
+    ----------
+    tool : str
+        The tool that made the figures.
+    summary : dict
+        The result's summary (what the captions describe).
+    n_figures : int
+        How many figures the result holds.
+    source : str
+        Appended to every caption, e.g. ``"explore_subject, journal events #4-#5"``.
+    names : dict | None
+        Dataset code -> the name the rest of the export uses (``"SimulatedMI"``
+        for ``"SimulatedMI-6b48168cb2"``), see :func:`dataset_names`.
+
+    Returns
+    -------
+    captions : list of str
+        ``n_figures`` captions; a figure the tool's known layout does not
+        account for is described by the tool and event alone.
+    """
+    s = summary if isinstance(summary, dict) else {}
+    names = names or {}
+
+    def name(code):
+        return names.get(code, code)
+
+    known = []
+    try:
+        if tool == "explore_subject":
+            known = _explore_captions(s, name)
+        elif tool == "compare_pipelines":
+            known = _compare_captions(s, name)
+        elif tool == "show_results":
+            datasets = sorted({str(name(r.get("dataset"))) for r in s.get("results", [])
+                               if isinstance(r, dict)})
+            known = [f"Decoding score of every subject (points) and mean \u00b1 sd (black) "
+                     f"per pipeline{' on ' + ', '.join(datasets) if datasets else ''}; "
+                     "dashed line: chance level."]
+    except (AttributeError, TypeError, ValueError, IndexError):
+        known = []  # an unexpected summary shape: fall back to the generic caption
+    if len(known) != n_figures:
+        known = []
+    out = []
+    for i in range(n_figures):
+        text = known[i] if known else (f"Figure {i + 1} of {n_figures} made by {tool}."
+                                       if n_figures > 1 else f"Figure made by {tool}.")
+        out.append(f"{text} From {source}." if source else text)
+    return out
+
+
+def dataset_names(record) -> dict:
+    """Dataset code -> the name its benchmark runs recorded (the results table's).
+
+    The export reads the journal only, so it takes the names the engine
+    wrote into each run's protocol rather than asking the engine.
+    """
+    names = {}
+    for it in record.runs:
+        code = (it.payload.get("config") or {}).get("dataset")
+        name = ((it.payload.get("protocol") or {}).get("dataset") or {}).get("name")
+        if code and name:
+            names[code] = name
+    return names
+
+
+def results_figures(entries) -> list:
+    """The figures for a Results section: the latest comparison's, else the latest scores'.
+
+    Parameters
+    ----------
+    entries : list of Entry
+
+    Returns
+    -------
+    figures : list of (path, caption, entry id)
+    """
+    for tool in ("compare_pipelines", "show_results"):
+        for e in reversed(entries):
+            if e.kind == "tool_result" and e.ok and e.tool == tool and e.figures:
+                return list(zip(e.figures, e.captions, [e.id] * len(e.figures)))
+    return []
+
+
+# ---------------------------------------------------------------------------
 # Claims check marks
 
 #: The marks of :mod:`chatbci.assistant.claims` (the export reads the journal only, so it
@@ -277,12 +431,14 @@ class Entry:
     summary: str = ""
     details: str | None = None
     figures: list = field(default_factory=list)
+    captions: list = field(default_factory=list)
     files: list = field(default_factory=list)
     tables: list = field(default_factory=list)
     ok: bool = True
     status: str = ""
     verdict: str | None = None
     hash_note: str = ""
+    tool: str = ""
 
     def __getitem__(self, key):
         return getattr(self, key)
@@ -294,7 +450,7 @@ class Entry:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-def _entry(record, it) -> Entry:
+def _entry(record, it, names=None) -> Entry:
     p = it.payload
     e = Entry(it.id, it.ts[:19].replace("T", " ") + " UTC", it.kind, it.actor,
               record.label(it.actor), record.role(it.actor), it.parent_id)
@@ -337,8 +493,12 @@ def _entry(record, it) -> Entry:
         e["ok"] = bool(p.get("ok", True))
         e["heading"] = f"Result of {tool} (#{it.parent_id})"
         e["summary"], e["tables"] = summarise_result(tool, p.get("summary"), e["ok"])
+        e["tool"] = tool
         for path in p.get("artifacts") or []:
             (e["figures"] if path.lower().endswith(FIGURE_SUFFIXES) else e["files"]).append(path)
+        e["captions"] = figure_captions(tool, p.get("summary"), len(e["figures"]),
+                                        f"{tool}, journal events #{it.parent_id}\u2013#{it.id}",
+                                        names)
         e["details"] = _pretty(p.get("summary"))
         if p.get("result_hash"):
             e["hash_note"] = f"result hash {p['result_hash'][:16]}"
@@ -397,7 +557,9 @@ def transcript_entries(record, curated=False) -> list:
         ``parent_id``, ``heading``, ``text`` (prose), ``action`` (the exact
         tool call), ``summary`` (one line), ``details`` (full JSON text or
         None), ``figures`` and ``files`` (workspace-relative paths),
-        ``tables`` (``{"title", "columns", "rows"}``), ``ok``; for
+        ``captions`` (one per figure: what it shows, which tool and events
+        made it), ``tool`` (for tool results), ``tables`` (``{"title", "columns", "rows"}``), ``ok``; for
         suggestions ``status`` (decided or not), for decisions ``verdict``.
     """
-    return [_entry(record, it) for it in select_items(record, curated)]
+    names = dataset_names(record)
+    return [_entry(record, it, names) for it in select_items(record, curated)]
