@@ -667,8 +667,10 @@ def _comparison_text(data):
     with its n and smallest attainable p, and the pipelines left apart."""
     out = []
     for c in data.get("comparisons") or []:
-        pairs = ", ".join(f"vs {p['worse']}: p={p['p']} (n = {c['n_subjects']}, min p = "
-                          f"{p.get('min_p')}), smd={p['smd']}" for p in c.get("vs_best") or [])
+        # "lowest attainable", not "min p": the claims check reads "p = x" as a p-value.
+        pairs = ", ".join(f"vs {p['worse']}: p={p['p']} (n = {c['n_subjects']}, lowest "
+                          f"attainable {p.get('min_p')}), smd={p['smd']}"
+                          for p in c.get("vs_best") or [])
         text = (f"{c['dataset']} ({c['evaluation']}, seed {c.get('seed', '?')}): on the "
                 f"{c['n_subjects']} subjects they share ({c.get('subjects', '?')}), best "
                 f"{c['best']} ({c['best_mean']:.3f}); {pairs} ({c['test']} test)")
