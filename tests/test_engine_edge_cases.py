@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from moabb.datasets import BNCI2014_001, PhysionetMI
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import make_pipeline
@@ -378,7 +379,13 @@ def test_unseeded_randomness_finds_what_really_draws_random_numbers():
     from sklearn.linear_model import LogisticRegression
     from sklearn.svm import SVC
 
-    from chatbci.bci.pipelines import get_pipeline, seed_pipeline, unseeded_randomness
+    from chatbci.bci.pipelines import (
+        PipelineError,
+        PipelineSpec,
+        get_pipeline,
+        seed_pipeline,
+        unseeded_randomness,
+    )
 
     # Canonical pipelines: nothing random except FBCSP's mutual information.
     for name in ("CSP+LDA", "TS+LR", "TS+SVM", "MDM", "TS+SVM-grid", "ACM+TS+SVM"):
@@ -386,8 +393,18 @@ def test_unseeded_randomness_finds_what_really_draws_random_numbers():
         assert unseeded_randomness(spec.build(), spec.param_grid) == [], name
     spec = get_pipeline("FBCSP+SVM")
     (found,) = unseeded_randomness(spec.build(), spec.param_grid)
-    assert found["what"] == "mutual_info_classif" and found["how"] is None
+    assert found["what"] == "mutual_info_classif" and found["step"] == "SelectKBest"
     assert unseeded_randomness(seed_pipeline(spec.build())) == []
+    # The seed the warning offers can be written in the YAML file itself.
+    data = spec.to_dict()
+    data["pipeline"][1]["parameters"]["score_func"] = yaml.safe_load(found["how"])["score_func"]
+    seeded = PipelineSpec.model_validate(data)
+    assert unseeded_randomness(seeded.build()) == []
+    assert PipelineSpec.from_yaml(seeded.to_yaml()).digest() == seeded.digest() != spec.digest()
+    with pytest.raises(PipelineError, match="seed it as"):
+        data["pipeline"][1]["parameters"]["score_func"] = {"name": "mutual_info_classif",
+                                                           "n_neighbors": 5}
+        PipelineSpec.model_validate(data)
     # random_state is used only under some parameters, grids included.
     assert unseeded_randomness(LogisticRegression(solver="saga"))
     assert not unseeded_randomness(LogisticRegression())

@@ -95,6 +95,18 @@ def parse_bibtex(text):
         pos = i
 
 
+def method_keys(path):
+    """BibTeX keys of the method references of the pipelines the journal's runs benchmarked."""
+    from chatbci.export.bibtex import citation_key
+
+    with Workspace.open(path) as ws:
+        runs = ws.journal.events(kind="run")
+    keys = {citation_key(c) for r in runs for spec in (r.payload.get("pipelines") or {}).values()
+            for c in spec.get("citations") or []}
+    assert keys, "the sessions benchmark shipped pipelines, which cite their methods"
+    return keys
+
+
 def all_text(folder):
     return {p.name: p.read_text(encoding="utf-8") for p in Path(folder).rglob("*")
             if p.is_file()}
@@ -365,7 +377,8 @@ def test_disclosure_counts_match_the_journal(offline_ws):
 
 def test_bibtex_parses_and_holds_the_expected_keys(offline_ws):
     entries = parse_bibtex(bibtex(offline_ws))
-    assert set(entries) == CORE_KEYS  # SimulatedMI cites chatbci; no LLM entry offline
+    # SimulatedMI cites chatbci; no LLM entry offline; each benchmarked pipeline's methods.
+    assert set(entries) == CORE_KEYS | method_keys(offline_ws)
     assert entries["gramfort2013mne"][1]["doi"] == "10.3389/fnins.2013.00267"
     assert entries["jayaram2018moabb"][1]["doi"] == "10.1088/1741-2552/aadea0"
     assert entries["aristimunha2023moabb"][1]["doi"] == "10.5281/zenodo.10034223"
@@ -373,7 +386,7 @@ def test_bibtex_parses_and_holds_the_expected_keys(offline_ws):
     assert entries["pedregosa2011scikit"][1]["pages"] == "2825--2830"
     with Workspace.open(offline_ws) as ws:
         pk = ws.journal.events(kind="session_start")[-1].payload["provenance"]["packages"]
-    assert entries["aristimunha2023moabb"][1]["version"] == pk["moabb"]
+    assert entries["aristimunha2023moabb"][1]["note"] == f"Version {pk['moabb']}"
     assert all("title" in fields and "year" in fields for _, fields in entries.values())
 
 
@@ -427,10 +440,14 @@ def test_html_is_self_contained_and_distinguishes_actors(offline_ws):
     path = export(offline_ws, "html")
     html = path.read_text()
     assert html.startswith("<!DOCTYPE html>")
+    # The reference list links DOIs and URLs for the reader (links, never resources).
+    refs = html.split('<section id="references">')[1].split("</section>")[0]
+    assert all(u.startswith("https://") for u in re.findall(r'href="([^"#]*)"', refs))
+    page = html.replace(refs, "")
     for bad in ("<script", "<link", "@import", "url(", 'src="http', "href=\"http",
                 "src='http"):
-        assert bad not in html
-    links = re.findall(r'\s(?:src|href)="([^"]*)"', html)
+        assert bad not in page
+    links = re.findall(r'\s(?:src|href)="([^"]*)"', page)
     assert [u for u in links if not u.startswith(("#", "data:image/png;base64,"))] == []
     with Workspace.open(offline_ws) as ws:
         figures = [p for e in ws.journal.events(kind="tool_result")
@@ -457,7 +474,8 @@ def test_json_export_validates_against_the_published_schema(offline_ws):
     assert len(full["events"]) == head_id and full["events"][-1]["hash"] == head_hash
     assert full["provenance"]["journal"]["head_hash"] == head_hash
     assert full["workspace"] == {"title": "LR", "goal": "Best left/right decoder"}
-    assert set(full["bibtex_keys"]) == set(parse_bibtex(full["bibtex"])) == CORE_KEYS
+    assert set(full["bibtex_keys"]) == set(parse_bibtex(full["bibtex"])) == (
+        CORE_KEYS | method_keys(offline_ws))
     assert full["disclosure"]["counts"]["suggestions"] == 3
     assert {e["actor_label"] for e in full["events"]} == {
         "System", "Human (ada)", "Offline assistant (rule-based)"}
@@ -544,10 +562,11 @@ def test_llm_session_names_the_model_everywhere(llm_ws):
                                "suggestion_id": 17, "suggested_by": "AI (gpt-4o-mini)"}]
 
     entries = parse_bibtex(bibtex(llm_ws))
-    assert set(entries) == CORE_KEYS | {"llm_gpt_4o_mini"}
+    assert set(entries) == CORE_KEYS | method_keys(llm_ws) | {"llm_gpt_4o_mini"}
     etype, fields = entries["llm_gpt_4o_mini"]
-    assert etype == "software" and fields["title"] == "{gpt-4o-mini}"
-    assert "127.0.0.1" in fields["publisher"] and fields["version"] == "gpt-4o-mini"
+    assert etype == "misc" and fields["title"] == "{gpt-4o-mini}"  # plain BibTeX reads it
+    assert "127.0.0.1" in fields["howpublished"]
+    assert fields["note"].startswith("Model version reported by the API: gpt-4o-mini;")
 
     methods = methods_section(llm_ws)
     assert "large language model gpt-4o-mini [@llm_gpt_4o_mini]" in methods
@@ -617,11 +636,13 @@ def test_generic_dataset_citation_and_methods_facts(hand_ws):
     assert fields["title"] == "{Review of the BCI competition IV}"
     assert fields["author"].startswith("Tangermann, M. and Muller, K.R.")
     assert "llm_gpt_4o_mini" in entries
-    assert entries["llm_gpt_4o_mini"][1]["version"] == "gpt-4o-mini-2024-07-18"
-    assert entries["llm_gpt_4o_mini"][1]["publisher"] == "OpenAI"
+    assert "gpt-4o-mini-2024-07-18" in entries["llm_gpt_4o_mini"][1]["note"]
+    assert entries["llm_gpt_4o_mini"][1]["author"] == "{OpenAI}"
+    assert entries["llm_gpt_4o_mini"][1]["howpublished"].endswith("served by OpenAI")
     text = methods_section(hand_ws)
-    assert "band-pass filtered at 8–32 Hz" in text
-    assert "2.5 to 4.5 s after the cue for BNCI2014_001 (trial interval 2–6 s)" in text
+    assert "band-pass filtered from 8 to 32 Hz" in text
+    assert ("2.5 to 4.5 s after the cue for BNCI2014_001 (the dataset's trial interval is "
+            "2–6 s)") in text
     assert "resampled to 128 Hz" in text and "cross-session evaluation" in text
     assert "[@tangermann2012_bnci2014001]" in text and "random_state = 7" in text
     assert "proposed by AI (gpt-4o-mini) and accepted by Human (ada)" not in text  # not run
@@ -641,6 +662,8 @@ def test_anonymize_replaces_human_names_in_every_format(hand_ws):
     for name, text in files.items():
         assert "Grace" not in text and "Hopper" not in text, name
         assert not re.search(r"\bada\b", text), name
+        # (Grace Xu is one of MOABB's authors, cited by name.)
+        text = re.sub(r"Grace Xu|Xu, Grace", "", text)
     md = files["hand-made-50-study-transcript.md"]
     assert "#### #5 · Human 1" in md and "Reply to Human 1:" in md
     assert "· Human 2 ·" in md and "Human 2 agrees" in md

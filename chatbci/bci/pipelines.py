@@ -59,13 +59,18 @@ __all__ = [
     "PipelineSpec",
     "StepSpec",
     "canonical_pipelines",
+    "code_identity",
     "get_component",
     "get_pipeline",
     "is_stateless",
     "list_components",
     "load_pipeline",
+    "moabb_pipeline_support",
+    "moabb_pipelines_markdown",
     "needs_filterbank",
     "save_pipeline",
+    "seed_pipeline",
+    "unseeded_randomness",
 ]
 
 
@@ -486,11 +491,8 @@ class StepSpec(_Spec):
                 self.parameters[param] = _nested_steps(comp, param, value)
             else:
                 _check_plain(value, f"{comp.name}.{param}")
-            if param in comp.functions and value not in comp.functions[param][1]:
-                raise PipelineError(
-                    f"{comp.name}.{param}={value!r} is not allowed. Valid "
-                    f"choices: {', '.join(comp.functions[param][1])}."
-                )
+            if param in comp.functions:
+                _function_choice(comp, param, value)
         _check_estimator(self._instantiate(), comp.name)
         return self
 
@@ -503,15 +505,37 @@ class StepSpec(_Spec):
                     *(StepSpec.model_validate(s)._instantiate() for s in value)
                 )
             elif param in comp.functions:
-                module, names = comp.functions[param]
-                if value not in names:  # re-checked: specs are mutable
-                    raise PipelineError(
-                        f"{comp.name}.{param}={value!r} is not allowed. Valid "
-                        f"choices: {', '.join(names)}."
-                    )
-                value = getattr(importlib.import_module(module), value)
+                # Re-checked here: specs are mutable.
+                name, bound = _function_choice(comp, param, value)
+                value = getattr(importlib.import_module(comp.functions[param][0]), name)
+                if bound:
+                    value = functools.partial(value, **bound)
             params[param] = value
         return comp.cls(**params)
+
+
+def _function_choice(comp: Component, param: str, value: Any) -> tuple[str, dict]:
+    """``(function name, bound keywords)`` of a function-valued parameter.
+
+    A name from the allow-list (``mutual_info_classif``), or a mapping that
+    also seeds it (``{name: mutual_info_classif, random_state: 42}``): the
+    only keyword a YAML file may bind, so that a pipeline whose function
+    draws random numbers can be made reproducible without code.
+    """
+    names = comp.functions[param][1]
+    name, bound = value, {}
+    if isinstance(value, Mapping):
+        name = value.get("name")
+        bound = {k: v for k, v in value.items() if k != "name"}
+    seed = bound.get("random_state")
+    if (name not in names or set(bound) - {"random_state"}
+            or not (seed is None or (isinstance(seed, int) and not isinstance(seed, bool)))):
+        raise PipelineError(
+            f"{comp.name}.{param}={value!r} is not allowed. Give one of "
+            f"{', '.join(names)}, or seed it as "
+            f"{{name: {names[-1]}, random_state: 42}}."
+        )
+    return name, bound
 
 
 def _nested_steps(comp: Component, param: str, value: Any) -> list[dict]:
@@ -1271,8 +1295,11 @@ def unseeded_randomness(estimator: Any, param_grid: Mapping | list | None = None
     -------
     found : list of dict
         ``{"path": "randomforestclassifier", "what": "RandomForestClassifier",
-        "how": "random_state: 42"}``; ``how`` is None where a YAML file
-        cannot set a seed (then :func:`seed_pipeline` can).
+        "step": "RandomForestClassifier", "how": "random_state: 42"}``: ``step``
+        is the class of the step that holds it, ``how`` what to write in its
+        YAML parameters to seed it (``score_func: {name: mutual_info_classif,
+        random_state: 42}`` for a function), None where a YAML file cannot
+        (then :func:`seed_pipeline` can).
     """
     grids = param_grid if isinstance(param_grid, list) else [param_grid or {}]
 
@@ -1286,7 +1313,8 @@ def unseeded_randomness(estimator: Any, param_grid: Mapping | list | None = None
         return out
 
     found = []
-    for path, part in _named_parts(estimator):
+    parts = dict(_named_parts(estimator))
+    for path, part in parts.items():
         if hasattr(part, "get_params") and not isinstance(part, type):
             params = part.get_params(deep=False)
             if "random_state" not in params:
@@ -1301,13 +1329,19 @@ def unseeded_randomness(estimator: Any, param_grid: Mapping | list | None = None
                 if all(rule({**params, **c}) for c in combos):
                     continue
             found.append({"path": path, "what": type(part).__name__,
-                          "how": "random_state: 42"})
+                          "step": type(part).__name__, "how": "random_state: 42"})
         elif callable(part):
             func = part.func if isinstance(part, functools.partial) else part
             bound = part.keywords if isinstance(part, functools.partial) else {}
             if getattr(func, "__name__", "") in _RANDOM_FUNCTIONS and \
                     bound.get("random_state") is None:
-                found.append({"path": path, "what": func.__name__, "how": None})
+                param = path.rsplit("__", 1)[-1]
+                yaml_ok = func.__name__ in _SCORE_FUNCS[1]  # what a YAML step may name
+                owner = parts.get(path.rsplit("__", 1)[0] if "__" in path else "")
+                found.append({"path": path, "what": func.__name__,
+                              "step": type(owner).__name__,
+                              "how": (f"{param}: {{name: {func.__name__}, random_state: 42}}"
+                                      if yaml_ok else None)})
     return found
 
 
@@ -1340,7 +1374,7 @@ def seed_pipeline(estimator: Any, random_state: int = 42) -> Any:
     updates = {}
     for item in unseeded_randomness(seeded):
         path, part = item["path"], dict(_named_parts(seeded))[item["path"]]
-        if item["how"] is None:
+        if not hasattr(part, "get_params"):  # a function: bind the seed into it
             func = part.func if isinstance(part, functools.partial) else part
             kwargs = dict(getattr(part, "keywords", {}) or {}, random_state=random_state)
             updates[path] = functools.partial(func, **kwargs)

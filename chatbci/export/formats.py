@@ -61,7 +61,7 @@ from ._text import (
     md_code,
     slugify,
 )
-from .bibtex import bib_entries, bibliography_items, format_bibtex
+from .bibtex import bib_entries, bibliography_items, format_bibtex, format_references
 from .disclosure import disclosure, disclosure_blocks
 from .methods import methods_blocks, methods_facts
 from .provenance import SCHEMA_VERSION, provenance
@@ -121,11 +121,16 @@ def render_template(name, **context) -> str:
     return _env(kind).get_template(name).render(**context)
 
 
-def render_blocks(blocks, fmt) -> str:
-    """Lay out document blocks (see :mod:`chatbci.export._blocks`) as md, tex or html."""
+def render_blocks(blocks, fmt, *, cites=None) -> str:
+    """Lay out document blocks (see :mod:`chatbci.export._blocks`) as md, tex or html.
+
+    ``cites`` maps citation keys to the labels an HTML page shows (``"1"``
+    for ``[1]``, the reference's number in the page's list); keys without a
+    label are shown as they are.
+    """
     if fmt not in ("md", "tex", "html"):
         raise ExportError(f"unknown text format {fmt!r}; use 'md', 'tex', 'html' or 'txt'.")
-    return render_template(f"blocks.{fmt}.j2", blocks=blocks)
+    return render_template(f"blocks.{fmt}.j2", blocks=blocks, cites=dict(cites or {}))
 
 
 # ---------------------------------------------------------------------------
@@ -281,7 +286,9 @@ def _write_md(ctx) -> Path:
 
 
 def _write_html(ctx) -> Path:
-    refs = [{"key": e.key, "text": _plain_reference(e)} for e in ctx.bib]
+    refs = [{"key": key, "label": label, "html": Markup(text)}  # pybtex escapes field text
+            for key, label, text in format_references(ctx.bib, "html")]
+    cites = {r["key"]: r["label"] for r in refs}
     # Each figure is embedded once, where it first appears; later results that
     # produced the same (content-addressed) figure link to it.
     # The comparison's figures are embedded in the Results section, beside the
@@ -296,10 +303,10 @@ def _write_html(ctx) -> Path:
         first_figure=first_figure, figure_id=_figure_id, figure_number=ctx.figure_numbers,
         results_figures=shown, in_results={f for f, _, _ in shown},
         provenance_html=render_template("provenance.html.j2", prov=ctx.provenance),
-        methods_html=render_blocks(ctx.methods, "html"),
+        methods_html=render_blocks(ctx.methods, "html", cites=cites),
         results_html=results_table(ctx.record, "html"),
         disclosure_html=render_blocks(disclosure_blocks(ctx.record, ctx.disclosure, level=1),
-                                      "html"),
+                                      "html", cites=cites),
         references=refs))
     ctx.companions("references.bib", "provenance.json")
     return main
@@ -310,13 +317,9 @@ def _figure_id(path) -> str:
     return "fig-" + "".join(ch for ch in Path(path).stem if ch.isalnum())[:64]
 
 
-def _plain_reference(entry) -> str:
-    f = entry.fields
-    parts = [f.get("author", ""), f.get("title", ""),
-             f.get("journal") or f.get("publisher") or "",
-             f"version {f['version']}" if f.get("version") else "", f.get("year", ""),
-             f"doi:{f['doi']}" if f.get("doi") else ""]
-    return ". ".join(p for p in parts if p) + "."
+def _plain_reference(entry, backend="text") -> str:
+    """One reference formatted for a reader by pybtex (see :func:`format_references`)."""
+    return format_references([entry], backend)[0][2]
 
 
 def _figure_width(path, default=r"0.8\linewidth") -> str:

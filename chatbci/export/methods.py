@@ -12,11 +12,12 @@ provenance -- and :func:`methods_section` writes them as prose in Markdown
 from __future__ import annotations
 
 from ._blocks import UL, H, P, bold, cite, code, plain_text
-from ._text import compact_json, fmt_num, ranges
-from .bibtex import dataset_keys, llm_key
+from ._text import compact_json, count_phrase, fmt_num, ranges
+from .bibtex import citation_key, dataset_keys, llm_key
 from .record import load_record
 
-__all__ = ["methods_blocks", "methods_facts", "methods_section"]
+__all__ = ["MOABB_FILTER", "methods_blocks", "methods_facts", "methods_section",
+           "preprocessing_facts"]
 
 _EVALUATION_NAMES = {"within-session": "within-session", "cross-session": "cross-session",
                      "cross-subject": "cross-subject"}
@@ -200,6 +201,7 @@ def methods_facts(record) -> dict:
             evaluations.append(ev)
     for par in paradigms:
         par["intervals"] = intervals
+        par["preprocessing"] = preprocessing_facts(par, datasets, record.software_versions)
 
     origins = _pipeline_origins(record)
     pipelines = {}
@@ -288,6 +290,130 @@ def _params(parameters) -> str:
                      for k, v in parameters.items())
 
 
+# ---------------------------------------------------------------------------
+# Preprocessing as COBIDAS-MEEG asks it reported: what was done to the data
+
+
+#: What MOABB's paradigms do to the data, read from MOABB's source (1.x:
+#: ``moabb.datasets.preprocessing.get_filter_pipeline`` and ``RawToEpochs``)
+#: and MNE-Python's defaults it relies on. A run that records its own
+#: ``filter`` facts in ``protocol.paradigm`` overrides these.
+MOABB_FILTER = {
+    "applied_to": "the continuous recording, before epoching",
+    "function": "mne.io.Raw.filter", "method": "iir", "picks": "data",
+    # iir_params=None: MNE's default IIR design (mne.filter._check_method).
+    "design": "Butterworth", "order": 4, "output": "sos",
+    # Raw.filter's phase="zero": the IIR filter runs forward and backward.
+    "phase": "zero (forward-backward)", "effective_order": 8,
+    "cutoff_attenuation_db": 6,
+}
+
+
+def preprocessing_facts(paradigm, datasets, packages) -> dict:
+    """The preprocessing of one recorded paradigm, fact by fact.
+
+    Parameters
+    ----------
+    paradigm : dict
+        A ``protocol.paradigm`` of a run (as in :func:`methods_facts`).
+    datasets : list of dict
+        The datasets of :func:`methods_facts` (for their channel counts).
+    packages : dict
+        Package versions of the session (``moabb``, ``mne``).
+
+    Returns
+    -------
+    facts : dict
+        ``band`` (Hz pair or None), ``filter_bank``, ``filter`` (method,
+        design, order, phase; see :data:`MOABB_FILTER`), ``channels``
+        (``"all EEG"`` or the recorded list) and ``n_channels`` per dataset,
+        ``reference``, ``baseline``, ``rejection``, ``resample``, and the
+        epoch ``windows`` per dataset (seconds from the cue).
+    """
+    band = None
+    if paradigm.get("fmin") is not None and paradigm.get("fmax") is not None:
+        band = [paradigm["fmin"], paradigm["fmax"]]
+    elif isinstance(paradigm.get("filters"), list) and len(paradigm["filters"]) == 1:
+        band = list(paradigm["filters"][0])
+    recorded = paradigm.get("filter") if isinstance(paradigm.get("filter"), dict) else {}
+    windows = {}
+    for name, (a, b) in (paradigm.get("intervals") or {}).items():
+        start = a + (paradigm.get("tmin") or 0.0)
+        end = a + paradigm["tmax"] if paradigm.get("tmax") is not None else b
+        windows[name] = {"tmin": start, "tmax": end, "interval": [a, b]}
+    channels = paradigm.get("channels")
+    return {
+        "band": band, "filter_bank": paradigm.get("filter_bank"),
+        "filter": {**MOABB_FILTER, **recorded,
+                   "moabb": packages.get("moabb"), "mne": packages.get("mne")},
+        "channels": list(channels) if channels else "all EEG",
+        "n_channels": {d["name"]: (len(channels) if channels else d.get("n_channels"))
+                       for d in datasets},
+        "reference": paradigm.get("reference") or "as recorded (no re-referencing)",
+        "baseline": paradigm.get("baseline"),
+        "rejection": ("none by amplitude; epochs overlapping segments annotated as bad "
+                      "are dropped (MOABB's reject_by_annotation)"),
+        "resample": paradigm.get("resample"),
+        "windows": windows,
+    }
+
+
+def _preprocessing_paragraph(par, facts) -> list:
+    """Prose of :func:`preprocessing_facts`: channels, reference, filter, epochs,
+    baseline, rejection and resampling, each stated even when nothing was done."""
+    flt = facts["filter"]
+    classes = " vs. ".join(c.replace("_", " ") for c in par.get("classes") or [])
+    parts = [f"Trials of {classes} motor imagery were extracted with MOABB's ",
+             code(par.get("name") or "paradigm"), " paradigm",
+             cite("aristimunha2023moabb"), ". "]
+    counts = [f"{n} for {name}" for name, n in facts["n_channels"].items() if n]
+    if facts["channels"] == "all EEG":
+        parts.append("All EEG channels of each dataset were used (MOABB's default selection"
+                     + (f": {'; '.join(counts)}" if counts else "")
+                     + "); no channel was interpolated. ")
+    else:
+        parts.append(f"{count_phrase(len(facts['channels']), 'channel', start=True)} were "
+                     f"used: {', '.join(facts['channels'])}. ")
+    parts.append("No re-referencing was applied: the EEG kept the reference of the "
+                 "recording. " if facts["reference"].startswith("as recorded")
+                 else f"The EEG was re-referenced to {facts['reference']}. ")
+    how = (f"with an IIR {flt['design']} filter of order {flt['order']} (MNE-Python's default "
+           f"IIR design, second-order sections) applied forward and backward, i.e. zero "
+           f"phase with an effective order of {flt['effective_order']} and "
+           f"\u2212{flt['cutoff_attenuation_db']} dB at the cut-offs, through ")
+    who = [code(f"{flt['function']}(method='{flt['method']}')"),
+           f" as called by MOABB {flt['moabb']}" if flt.get("moabb") else " as called by MOABB",
+           f" (MNE-Python {flt['mne']})" if flt.get("mne") else "",
+           cite("gramfort2013mne")]
+    if facts["band"]:
+        lo, hi = facts["band"]
+        parts += [f"The continuous recording was band-pass filtered from {_sec(lo)} to "
+                  f"{_sec(hi)} Hz before epoching, " + how, *who, ". "]
+    else:
+        parts += ["The continuous recording was band-pass filtered before epoching with the "
+                  "paradigm's default band (its cut-off frequencies were not recorded in the "
+                  "journal), " + how, *who, ". "]
+    if facts["filter_bank"]:
+        bands = ", ".join(f"{_sec(lo)}\u2013{_sec(hi)}" for lo, hi in facts["filter_bank"])
+        parts.append(f"Filter-bank pipelines used the same filter in each of "
+                     f"{count_phrase(len(facts['filter_bank']), 'band')} ({bands} Hz). ")
+    windows = [f"{_sec(w['tmin'])} to {_sec(w['tmax'])} s after the cue for {name} (the "
+               f"dataset's trial interval is {_sec(w['interval'][0])}\u2013"
+               f"{_sec(w['interval'][1])} s)" for name, w in facts["windows"].items()]
+    if windows:
+        parts.append("Epochs spanned " + "; ".join(windows) + ". ")
+    baseline = facts["baseline"]
+    parts.append(f"Baseline correction used {_sec(baseline[0])} to {_sec(baseline[1])} s. "
+                 if baseline else "No baseline correction was applied. ")
+    parts.append("No amplitude-based rejection, ICA or other artefact correction was applied; "
+                 "MOABB drops only epochs overlapping segments annotated as bad in the "
+                 "recording. ")
+    resample = facts["resample"]
+    parts.append(f"Signals were resampled to {fmt_num(resample, 0)} Hz." if resample
+                 else "Signals were not resampled (native sampling rates).")
+    return parts
+
+
 def methods_blocks(record, *, level=1) -> list:
     """The methods section as blocks (see :mod:`chatbci.export._blocks`)."""
     f = methods_facts(record)
@@ -311,31 +437,7 @@ def methods_blocks(record, *, level=1) -> list:
     if f["paradigms"]:
         blocks.append(H(sub, "Paradigm and preprocessing"))
         for par in f["paradigms"]:
-            classes = " vs. ".join(c.replace("_", " ") for c in par.get("classes") or [])
-            parts = [f"Trials of {classes} motor imagery were extracted with MOABB's ",
-                     code(par.get("name") or "paradigm"), " paradigm. "]
-            if par.get("filter_bank"):
-                bands = ", ".join(f"{lo}\u2013{hi}" for lo, hi in par["filter_bank"])
-                parts.append(f"Filter-bank pipelines used {len(par['filter_bank'])} band-pass "
-                             f"filters ({bands} Hz); ")
-            if par["band"]:
-                parts.append(f"The EEG was band-pass filtered at {par['band']}. ")
-            else:
-                parts.append("The EEG was band-pass filtered with the paradigm's default "
-                             "filter (its cut-off frequencies were not recorded in the "
-                             "journal). ")
-            windows = []
-            for name, (a, b) in par["intervals"].items():
-                start = a + (par.get("tmin") or 0.0)
-                end = a + par["tmax"] if par.get("tmax") is not None else b
-                windows.append(f"{_sec(start)} to {_sec(end)} s after the cue for {name} "
-                               f"(trial interval {_sec(a)}\u2013{_sec(b)} s)")
-            if windows:
-                parts.append("Epochs spanned " + "; ".join(windows) + ". ")
-            resample = par.get("resample")
-            parts.append(f"Signals were resampled to {fmt_num(resample, 0)} Hz." if resample
-                         else "Signals were not resampled (native sampling rates).")
-            blocks.append(P(*parts))
+            blocks.append(P(*_preprocessing_paragraph(par, par["preprocessing"])))
 
     if f["evaluations"]:
         blocks.append(H(sub, "Evaluation"))
@@ -357,7 +459,8 @@ def methods_blocks(record, *, level=1) -> list:
     if f["pipelines"]:
         blocks.append(H(sub, "Decoding pipelines"))
         n = len(f["pipelines"])
-        blocks.append(P(f"{n} pipeline{'s were' if n != 1 else ' was'} benchmarked, each a "
+        blocks.append(P(f"{count_phrase(n, 'pipeline', start=True)} "
+                        f"{'were' if n != 1 else 'was'} benchmarked, each a "
                         "scikit-learn pipeline of the components below (module; parameters), "
                         "in order", cite("barachant_pyriemann", "pedregosa2011scikit"), ":"))
         items = []
@@ -378,7 +481,7 @@ def methods_blocks(record, *, level=1) -> list:
             item.append(f". {p['origin_text'][0].upper()}{p['origin_text'][1:]}; "
                         f"benchmarked on {', '.join(where)}")
             if p["citations"]:
-                item.append(f". Method references: {', '.join(p['citations'])}")
+                item += [". The method follows", cite(*_unique(citation_key(c) for c in p["citations"]))]
             item.append(".")
             items.append(item)
         blocks.append(UL(items))
