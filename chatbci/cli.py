@@ -346,9 +346,11 @@ def _cmd_export(args):
     from .export import export
 
     formats = args.format.split(",") if args.format != "all" else "all"
+    # Every file written, companions included (methods, references.bib...), one per line.
     files = export(args.path, formats if len(formats) > 1 or formats == "all" else formats[0],
-                   curated=args.curated, out=args.out, anonymize=args.anonymize)
-    for f in files if isinstance(files, list) else [files]:
+                   curated=args.curated, out=args.out, anonymize=args.anonymize,
+                   all_files=True)
+    for f in files:
         print(f)
     return 0
 

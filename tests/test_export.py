@@ -658,12 +658,14 @@ def test_anonymize_replaces_human_names_in_every_format(hand_ws):
     paths = export(hand_ws, "all", anonymize=True)
     assert all(p.parent == hand_ws.path / "exports" / "anonymized" for p in paths)
     files = all_text(hand_ws.path / "exports" / "anonymized")
-    assert len(files) == len(set().union(*COMPANIONS.values()))
+    # The LLM was prompted: the prompt templates are supplementary material.
+    assert "ai-prompt-templates.md" in files
+    assert len(files) == len(set().union(*COMPANIONS.values())) + 1
     for name, text in files.items():
-        assert "Grace" not in text and "Hopper" not in text, name
-        assert not re.search(r"\bada\b", text), name
         # (Grace Xu is one of MOABB's authors, cited by name.)
         text = re.sub(r"Grace Xu|Xu, Grace", "", text)
+        assert "Grace" not in text and "Hopper" not in text, name
+        assert not re.search(r"\bada\b", text), name
     md = files["hand-made-50-study-transcript.md"]
     assert "#### #5 · Human 1" in md and "Reply to Human 1:" in md
     assert "· Human 2 ·" in md and "Human 2 agrees" in md
@@ -798,8 +800,9 @@ def test_cli_export_writes_the_requested_formats(offline_ws, tmp_path, capsys):
     assert main(["export", str(offline_ws), "--format", "md,json", "--out",
                  str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out.split()
-    assert len(printed) == 2 and all(Path(p).is_file() for p in printed)
-    assert {Path(p).suffix for p in printed} == {".md", ".json"}
+    # Every file written is listed: the transcript, the JSON and the md companions.
+    assert sorted(printed) == sorted(str(p) for p in (tmp_path / "out").iterdir())
+    assert {Path(p).name for p in printed} == COMPANIONS["md"] | COMPANIONS["json"]
     assert main(["export", str(offline_ws), "--format", "docx"]) == 2
     assert "docx" in capsys.readouterr().err
 

@@ -18,7 +18,8 @@ from ._blocks import TABLE, UL, H, P, code
 from .record import load_record
 from .transcript import action_line
 
-__all__ = ["disclosure", "disclosure_blocks"]
+__all__ = ["PROMPTS_FILE", "disclosure", "disclosure_blocks", "prompt_templates",
+           "prompts_supplement", "tool_catalog"]
 
 _VERDICTS = ("accept", "reject", "modify")
 
@@ -192,7 +193,9 @@ def _runs(record) -> list:
 def _assistants(record) -> list:
     out = []
     provider = record.llm_provider
+    calls = _model_calls(record)
     for a in record.ai_actors.values():
+        made = calls.get(a["actor"]) if a["is_llm"] else None
         out.append({
             "actor": a["actor"], "label": record.label(a["actor"]), "model": a["model"],
             "is_llm": a["is_llm"], "backend": a["backend"],
@@ -203,7 +206,12 @@ def _assistants(record) -> list:
             "tool_calls": a["n_tool_calls"], "tokens": a["tokens"] if a["is_llm"] else None,
             "model_calls": a.get("n_calls", 0), "usage_unknown": a.get("n_usage_unknown", 0),
             "first_used": a["first_ts"], "last_used": a["last_ts"],
-            "prompt_templates": a["prompts"]})
+            "prompt_templates": a["prompts"],
+            # Access dates are those of the first and last model call; the
+            # sampling parameters those each call sent (distinct sets).
+            "access": ({"first": made["first_call"], "last": made["last_call"]} if made
+                       else {"first": a["first_ts"], "last": a["last_ts"]}),
+            "sampling": made["params"] if made else []})
     return out
 
 
@@ -316,8 +324,12 @@ def disclosure(workspace_or_record) -> dict:
         messages by verdict and kind; knowledge notes; errors), ``decisions``
         (every suggestion and its verdict), ``pipelines`` (custom pipelines
         and who defined them), ``runs`` (who started each benchmark),
-        ``prompt_templates`` and ``statement`` (a draft for a journal's
-        AI-use policy).
+        ``prompt_templates`` (references) and ``prompts`` (name, version,
+        SHA-256 and full text, see :func:`prompt_templates`), ``tools`` (the
+        assistant's tool catalog), ``statement`` (a draft for a journal's
+        AI-use policy), ``declaration`` (Elsevier's "Declaration of
+        generative AI" wording) and ``placement`` (what goes in the Methods,
+        what in the Acknowledgements, after ICMJE).
     """
     record = load_record(workspace_or_record)
     assistants = _assistants(record)
@@ -331,9 +343,215 @@ def disclosure(workspace_or_record) -> dict:
          "humans": [record.label(f"human:{h}") for h in record.humans],
          "counts": _counts(record), "decisions": _decisions(record),
          "pipelines": _pipelines(record), "runs": _runs(record),
-         "prompt_templates": prompts}
+         "prompt_templates": prompts,
+         # Only a language model was prompted: the rule-based assistant's
+         # requests name templates it never sends to a model.
+         "prompts": prompt_templates(list(dict.fromkeys(
+             ref for a in assistants if a["is_llm"] for ref in a["prompt_templates"]))),
+         "tools": tool_catalog() if assistants else []}
     d["statement"] = _statement(record, d)
+    d["declaration"] = _declaration(record, d)
+    d["placement"] = _placement(record, d)
     return d
+
+
+# ---------------------------------------------------------------------------
+# Reporting guidance: model and access, sampling, prompts, tools, placement
+#
+# What ICMJE (AI used for analysis goes in the Methods, for writing in the
+# Acknowledgements), Elsevier's "Declaration of generative AI and AI-assisted
+# technologies" and the LLM reporting checklists ask of a study: the exact
+# model and version, when it was accessed, its sampling parameters, the
+# prompts (by version and hash, full text as supplementary material) and the
+# tools it could call.
+
+#: The supplementary file with the full text of the prompt templates.
+PROMPTS_FILE = "ai-prompt-templates.md"
+
+_PARAM_KEYS = ("temperature", "seed", "max_tokens", "max_tokens_param", "stream", "tool_calls",
+               "tool_choice")
+
+
+def _model_calls(record) -> dict:
+    """``ai:<model>`` -> its model calls as journaled: first/last call, sampling parameters.
+
+    One model call's metadata rides on every event it produced; each call
+    (its request id) is counted once.
+    """
+    out = {}
+    seen = set()
+    for it in record.items:
+        llm = it.payload.get("llm") if it.actor.startswith("ai:") else None
+        if not isinstance(llm, dict):
+            continue
+        request = llm.get("request")
+        if request is not None and (it.actor, request) in seen:
+            continue
+        seen.add((it.actor, request))
+        info = out.setdefault(it.actor, {"first_call": it.ts, "last_call": it.ts,
+                                         "n_calls": 0, "params": []})
+        info["last_call"] = it.ts
+        info["n_calls"] += 1
+        params = llm.get("params")
+        if isinstance(params, dict):
+            params = {k: params.get(k) for k in _PARAM_KEYS if k in params}
+            if params not in info["params"]:
+                info["params"].append(params)
+    return out
+
+
+def _param_text(params) -> str:
+    """``temperature 0.2, seed 42, max_tokens 800`` (unset values say so)."""
+    if not params:
+        return "not journaled"
+    bits = []
+    for key in ("temperature", "seed", "max_tokens"):
+        value = params.get(key)
+        shown = "not set (server default)" if value is None else value
+        name = params.get("max_tokens_param") or key if key == "max_tokens" else key
+        bits.append(f"{name} {shown}")
+    return ", ".join(bits)
+
+
+def _parse_ref(ref):
+    """``system@v2:0123456789ab`` -> ``("system", 2, "0123456789ab")`` (None if malformed)."""
+    name, _, rest = str(ref).partition("@v")
+    version, _, digest = rest.partition(":")
+    if not (name and version.isdigit() and digest):
+        return None
+    return name, int(version), digest
+
+
+def prompt_templates(refs) -> list:
+    """The prompt templates the journal names, with their full text where it is known.
+
+    Parameters
+    ----------
+    refs : list of str
+        ``name@vN:hash12`` references, as journaled with each model call.
+
+    Returns
+    -------
+    templates : list of dict
+        ``ref``, ``name``, ``version``, ``sha256`` (the journaled prefix, or
+        the full hash when the text is known), ``text`` (the template as
+        shipped, or None) and ``source``: the text is that of the installed
+        chatbci only when its SHA-256 starts with the journaled hash; a
+        template edited since the session is reported as not available.
+    """
+    from chatbci.assistant import prompts  # the templates ship with the assistant
+
+    if not refs:
+        return []
+    out = []
+    for ref in refs:
+        parsed = _parse_ref(ref)
+        entry = {"ref": ref, "name": None, "version": None, "sha256": None, "text": None,
+                 "source": "malformed reference"}
+        if parsed:
+            name, version, digest = parsed
+            entry.update(name=name, version=version, sha256=digest,
+                         source="not shipped with the installed chatbci")
+            try:
+                shipped = prompts.load(name)
+            except ValueError:
+                shipped = None
+            if shipped is not None:
+                if shipped.version == version and shipped.sha256.startswith(digest):
+                    entry.update(sha256=shipped.sha256, text=shipped.template,
+                                 source="installed chatbci (hash verified)")
+                else:
+                    entry["source"] = (f"the installed chatbci ships {shipped.ref}, not this "
+                                       "version: text not available")
+        out.append(entry)
+    return out
+
+
+def tool_catalog() -> list:
+    """The assistant's tools: ``name``, ``cost`` class and a one-line ``description``."""
+    from chatbci.assistant.tools import TOOLS
+
+    out = []
+    for tool in TOOLS:
+        first = tool.description.split(". ")[0].rstrip(".") + "."
+        out.append({"name": tool.name, "cost": tool.cost.value, "description": first})
+    return out
+
+
+def _tool_version(record) -> str:
+    version = record.software_versions.get("chatbci")
+    return f"ChatBCI {version}" if version else "ChatBCI"
+
+
+def _declaration(record, d) -> str:
+    """The declaration in Elsevier's wording (None used: says so)."""
+    llms = [a for a in d["assistants"] if a["is_llm"]]
+    tool = _tool_version(record)
+    if not llms:
+        return ("During the preparation of this work the author(s) used no generative AI: "
+                f"the analyses were run with {tool}, whose assistant in this study was a "
+                "rule-based program (fixed rules, not a language model).")
+    models = "; ".join(
+        f"{a['model']} ({a['provider']}; model version reported by the API: "
+        f"{', '.join(a['versions']) or a['model']}; accessed {a['access']['first'][:10]}"
+        + (f" to {a['access']['last'][:10]}" if a['access']['last'][:10]
+           != a['access']['first'][:10] else "") + ")" for a in llms)
+    return (f"During the preparation of this work the author(s) used {tool} with the large "
+            f"language model {models} in order to propose, run and explain analyses of the "
+            "EEG data (data exploration, decoding-pipeline design and benchmarking), each "
+            "analysis decision being accepted, modified or rejected by a human. After using "
+            "this tool/service, the author(s) reviewed and edited the content as needed and "
+            "take(s) full responsibility for the content of the publication.")
+
+
+def _placement(record, d) -> dict:
+    """Where each use is reported (ICMJE): analysis in the Methods, writing in the
+    Acknowledgements. The journal records analysis only."""
+    llms = [a for a in d["assistants"] if a["is_llm"]]
+    names = ", ".join(a["model"] for a in llms)
+    if llms:
+        methods = (f"Methods: the large language model {names}, through {_tool_version(record)}, "
+                   "proposed and ran analyses (see the methods section generated with this "
+                   "export); its model version, access dates, sampling parameters, prompt "
+                   f"templates (full text in {PROMPTS_FILE}) and tools are listed here.")
+        writing = ("Acknowledgements: the journal records no use of AI for writing. If a "
+                   f"language model helped write or edit the manuscript, state it there, e.g. "
+                   f"\u201cWe used [model, version] to [edit the text]; the authors reviewed "
+                   "the result and take full responsibility for it.\u201d")
+    else:
+        methods = ("Methods: no large language model took part; the assistant was ChatBCI's "
+                   "rule-based program.")
+        writing = ("Acknowledgements: the journal records no use of AI for writing; state "
+                   "any such use there.")
+    return {"methods": methods, "acknowledgements": writing}
+
+
+def prompts_supplement(d) -> str | None:
+    """Markdown of the supplementary file with the prompt templates' full text.
+
+    None when the session made no language-model call (no template was used).
+    """
+    if not d.get("prompts"):
+        return None
+    lines = ["# Prompt templates (supplementary material)", "",
+             "The versioned templates from which ChatBCI built every request to the language "
+             "model, as named in the journal (`name@vversion:sha256-prefix`). A template's "
+             "text is given only when the installed chatbci ships the same version with a "
+             "SHA-256 that starts with the journaled hash.", ""]
+    for t in d["prompts"]:
+        lines += [f"## {t['ref']}", "",
+                  f"- Name: {t['name']}; version: {t['version']}",
+                  f"- SHA-256: `{t['sha256']}`", f"- Text from: {t['source']}", ""]
+        if t["text"] is not None:
+            fence = "`" * max(3, max((len(r) for r in _backtick_runs(t["text"])), default=0) + 1)
+            lines += [fence + "text", t["text"], fence, ""]
+    return "\n".join(lines)
+
+
+def _backtick_runs(text):
+    import re
+
+    return re.findall(r"`+", text)
 
 
 def _claims_line(claims) -> str:
@@ -354,7 +572,11 @@ def disclosure_blocks(record, d=None, *, level=1) -> list:
     d = d if d is not None else disclosure(record)
     c = d["counts"]
     blocks = [H(level, "AI-use disclosure"), H(level + 1, "Draft statement"),
-              P(d["statement"]), H(level + 1, "Assistants")]
+              P(d["statement"]),
+              H(level + 1, "Declaration of generative AI and AI-assisted technologies"),
+              P(d["declaration"]), H(level + 1, "Where to report each use"),
+              UL([d["placement"]["methods"], d["placement"]["acknowledgements"]]),
+              H(level + 1, "Assistants")]
     if d["assistants"]:
         items = []
         for a in d["assistants"]:
@@ -373,8 +595,10 @@ def disclosure_blocks(record, d=None, *, level=1) -> list:
                     f"reported by the API: {', '.join(a['versions']) or 'none recorded'}; "
                     f"{a['messages']} messages, {a['suggestions']} suggestions, "
                     f"{a['tool_calls']} tool calls; {used}; "
-                    f"used {a['first_used'][:19]}Z to {a['last_used'][:19]}Z; prompt "
-                    f"templates: {', '.join(a['prompt_templates']) or 'none'}.")])
+                    f"accessed {a['access']['first'][:19]}Z to {a['access']['last'][:19]}Z "
+                    f"(first and last model call); sampling parameters: "
+                    f"{'; '.join(_param_text(p) for p in a['sampling']) or 'not journaled'}; "
+                    f"prompt templates: {', '.join(a['prompt_templates']) or 'none'}.")])
             else:
                 items.append([code(a["actor"]), (
                     f": {a['description']}; {a['messages']} messages, {a['suggestions']} "
@@ -382,6 +606,19 @@ def disclosure_blocks(record, d=None, *, level=1) -> list:
         blocks.append(UL(items))
     else:
         blocks.append(P("No AI assistant appears in the journal."))
+    if d["prompts"]:
+        blocks += [H(level + 2, "Prompt templates"),
+                   P(f"Full text as supplementary material: {PROMPTS_FILE}."),
+                   UL([[code(t["ref"]), f": {t['name']}, version {t['version']}, SHA-256 ",
+                        code(t["sha256"] or "?"), f" (text: {t['source']})."]
+                       for t in d["prompts"]])]
+    if d["tools"]:
+        blocks += [H(level + 2, "Tool catalog"),
+                   P("The assistant acts only through these tools; the autonomy level decides "
+                     "which cost classes run without a human decision."),
+                   TABLE(["Tool", "Cost class", "What it does"],
+                         [[t["name"], t["cost"], t["description"]] for t in d["tools"]],
+                         widths=[1.2, 0.8, 4.0])]
     dec = c["decisions"]
     tc = c["tool_calls"]
     runs = c["benchmark_runs"]

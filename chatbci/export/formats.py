@@ -24,6 +24,10 @@ ipynb     ``<slug>.ipynb``: an nbformat 4 notebook re-running each tool call
           through the Python API, outputs omitted
 ========  =====================================================================
 
+When a language model was prompted, md, html and tex also write
+``ai-prompt-templates.md``: the full text of the prompt templates named in
+the AI-use disclosure (supplementary material).
+
 Every text goes through the secret scrubber before it is written, and
 files are replaced atomically. What the model wrote is rendered in the HTML
 page by the same sanitising Markdown renderer as the Jupyter panel
@@ -62,7 +66,7 @@ from ._text import (
     slugify,
 )
 from .bibtex import bib_entries, bibliography_items, format_bibtex, format_references
-from .disclosure import disclosure, disclosure_blocks
+from .disclosure import PROMPTS_FILE, disclosure, disclosure_blocks, prompts_supplement
 from .methods import methods_blocks, methods_facts
 from .provenance import SCHEMA_VERSION, provenance
 from .record import ExportError, load_record, open_workspace, scrub_output
@@ -182,6 +186,7 @@ class _Context:
         self.curated = curated
         self.slug = slugify(record.title)
         self._rel, self._exists, self._uri = {}, {}, {}
+        self.written = []  # every companion file written, in order
 
     @cached_property
     def entries(self):
@@ -258,10 +263,19 @@ class _Context:
                 text = results_table(self.record, "tex")
             elif name == "ai-disclosure.md":
                 text = render_blocks(disclosure_blocks(self.record, self.disclosure), "md")
+            elif name == PROMPTS_FILE:
+                text = prompts_supplement(self.disclosure)
             else:  # pragma: no cover - internal
                 raise ValueError(name)
             written.append(_write(self.out / name, text))
+        self.written += [p for p in written if p not in self.written]
         return written
+
+    @property
+    def supplements(self) -> tuple:
+        """Supplementary files of the disclosure: the prompt templates' full text,
+        when a language model was prompted."""
+        return (PROMPTS_FILE,) if self.disclosure["prompts"] else ()
 
 
 # ---------------------------------------------------------------------------
@@ -281,7 +295,7 @@ def _write_md(ctx) -> Path:
         "transcript.md.j2", **_common(ctx), rel=ctx.rel, exists=ctx.exists,
         figure_number=ctx.figure_numbers))
     ctx.companions("methods.md", "results.md", "ai-disclosure.md", "references.bib",
-                   "provenance.json")
+                   "provenance.json", *ctx.supplements)
     return main
 
 
@@ -308,7 +322,7 @@ def _write_html(ctx) -> Path:
         disclosure_html=render_blocks(disclosure_blocks(ctx.record, ctx.disclosure, level=1),
                                       "html", cites=cites),
         references=refs))
-    ctx.companions("references.bib", "provenance.json")
+    ctx.companions("references.bib", "provenance.json", *ctx.supplements)
     return main
 
 
@@ -373,7 +387,8 @@ def _write_tex(ctx) -> Path:
         results_tex=results_table(ctx.record, "tex"),
         disclosure_tex=render_blocks(disclosure_blocks(ctx.record, ctx.disclosure), "tex"),
         bibliography=bibliography_items(ctx.bib), provenance=ctx.provenance))
-    ctx.companions("methods.tex", "results.tex", "references.bib", "provenance.json")
+    ctx.companions("methods.tex", "results.tex", "references.bib", "provenance.json",
+                   *ctx.supplements)
     return main
 
 
@@ -560,7 +575,8 @@ def _formats(format) -> list:
     return list(dict.fromkeys(requested))
 
 
-def export(workspace_or_path, format="md", *, curated=False, out=None, anonymize=False):
+def export(workspace_or_path, format="md", *, curated=False, out=None, anonymize=False,
+           all_files=False):
     """Export a workspace's session for a paper.
 
     Everything is generated from the journal and the workspace's files: no
@@ -583,12 +599,16 @@ def export(workspace_or_path, format="md", *, curated=False, out=None, anonymize
         ``<workspace>/exports/anonymized/`` with ``anonymize``).
     anonymize : bool
         Replace human names by ``Human 1``, ``Human 2``... in every file.
+    all_files : bool
+        Return every file written (main files in the order given, then the
+        companion files: methods, references, provenance...), as a list.
 
     Returns
     -------
     path : pathlib.Path | list of pathlib.Path
         The main file written (transcript, document, JSON or notebook): one
-        path for one format, a list (in the order given) for several.
+        path for one format, a list (in the order given) for several; with
+        ``all_files``, the list of every file written.
 
     Raises
     ------
@@ -611,5 +631,7 @@ def export(workspace_or_path, format="md", *, curated=False, out=None, anonymize
                               "way); give a folder, which is made if missing.") from None
     ctx = _Context(record, out_dir, bool(curated))
     paths = [_WRITERS[f](ctx) for f in formats]
+    if all_files:
+        return paths + [p for p in ctx.written if p not in paths]
     single = isinstance(format, str) and format != "all"
     return paths[0] if single else paths
