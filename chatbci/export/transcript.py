@@ -230,9 +230,12 @@ def _explore_captions(s, name):
                  f"(g = {fmt_num(best.get('effect_size'), 2)}, AUC {fmt_num(best.get('auc'))})")
     out["band_power"] = text + "."
     peak = (spectra.get("mu_peak") or {}).get("frequency_hz")
+    channels = list(spectra.get("channels") or {})
+    if set(channels) == set(erd.get("channels") or []):
+        channels = erd["channels"]  # the plotted order (the journal's JSON sorts keys)
     text = (f"Power spectra of {where} in the task window, per class "
             f"({_listed(spectra.get('classes'))}) and channel "
-            f"({_listed(list(spectra.get('channels') or {}))}); shaded: mu and beta bands")
+            f"({_listed(channels)}); shaded: mu and beta bands")
     if peak is not None:
         text += f"; dotted line: the mu peak at {fmt_num(peak, 1)} Hz"
     out["psd"] = text + "."
