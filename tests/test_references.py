@@ -357,6 +357,9 @@ def test_disclosure_reports_model_access_sampling_prompts_and_tools(study, tmp_p
     assert "temperature 0.2, seed 7, max_tokens 800" in md
     assert "Tool catalog" in md and "run_benchmark" in md and "ai-prompt-templates.md" in md
     assert "Declaration of generative AI" in md
+    # The draft statement opens no sentence with a numeral ("1 benchmark run was...").
+    assert "One benchmark run was executed" in d["statement"]
+    assert not re.search(r"(?:^|[.!?]\s+)\d", d["statement"]), d["statement"]
 
 
 def test_offline_disclosure_names_no_generative_ai(tmp_path):

@@ -15,6 +15,7 @@ take responsibility, and that the AI is not an author.
 from __future__ import annotations
 
 from ._blocks import TABLE, UL, H, P, code
+from ._text import count_phrase
 from .record import load_record
 from .transcript import action_line
 
@@ -280,7 +281,7 @@ def _statement(record, d) -> str:
             bits.append(f"{runs['by_human']} started by a human directly")
         if runs["by_ai"]:
             bits.append(f"{runs['by_ai']} started by the assistant on its own")
-        parts.append(f"{_n(runs['total'], 'benchmark run')} "
+        parts.append(f"{count_phrase(runs['total'], 'benchmark run', start=True)} "
                      f"{'was' if runs['total'] == 1 else 'were'} executed ("
                      + ", ".join(bits) + ").")
     if d["pipelines"]:
