@@ -434,26 +434,38 @@ class _Chat:
                 if not text:
                     continue
                 self.armed = False
-                if text.startswith("/"):
-                    try:
-                        _chat_command(self, text)
-                    except Exception as err:  # noqa: BLE001 - the chat goes on
-                        if os.environ.get("CHATBCI_DEBUG"):
-                            raise
-                        print(f"  {terminal_text(text.split()[0])} failed: "
-                              f"{type(err).__name__}: {terminal_text(err)}")
-                    continue
-                turn = self.run(f"the assistant's turn on {text[:60]!r}",
-                                lambda activity: _send(self.session, text, activity))
-                if turn is None:
-                    continue
-                _show_artifacts(self.session, turn)
-                for sugg in turn.suggestions:
-                    if not _decide_interactively(self, sugg):
-                        break
+                try:
+                    if text.startswith("/"):
+                        self.command(text)
+                        continue
+                    turn = self.run(f"the assistant's turn on {text[:60]!r}",
+                                    lambda activity: _send(self.session, text, activity))
+                    if turn is None:
+                        continue
+                    _show_artifacts(self.session, turn)
+                    for sugg in turn.suggestions:
+                        if not _decide_interactively(self, sugg):
+                            break
+                except KeyboardInterrupt:
+                    # At a decision's question (running work is stopped in run()):
+                    # the suggestion stays pending (/pending), as with "skip".
+                    if self.armed:
+                        raise _Leave from None
+                    self.armed = True
+                    print(f"\n  cancelled; pending suggestions stay in /pending ({_LEAVE_HINT})")
         except _Leave:
             self.left_by_interrupt = True
             print("\n  leaving")
+
+    def command(self, text):
+        """A /command; its failure is one line, and the chat goes on."""
+        try:
+            _chat_command(self, text)
+        except Exception as err:  # noqa: BLE001 - the chat goes on
+            if os.environ.get("CHATBCI_DEBUG"):
+                raise
+            print(f"  {terminal_text(text.split()[0])} failed: {type(err).__name__}: "
+                  f"{terminal_text(err)}")
 
     def run(self, what, work):
         """Run ``work(activity)`` in a thread; Ctrl-C stops it.

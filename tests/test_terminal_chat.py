@@ -175,12 +175,14 @@ def test_ctrl_c_stops_a_benchmark_and_returns_to_the_prompt(tmp_path):
         assert "CHAT-EXITED" not in screen
         assert "stopped by the human" in screen or "interrupted by the human" in screen
 
-        # Still chatting: a command answers; then Ctrl-C twice leaves.
-        tmux.keys("/verify", "Enter")
-        tmux.wait_for(lambda s: _prompts(s) >= 4, 30, "the prompt after /verify")
+        # Still chatting. Ctrl-C at a decision's question leaves it pending; a
+        # second Ctrl-C leaves the chat.
+        tmux.keys("benchmark MDM on SimulatedMI subjects 1", "Enter")
+        tmux.wait_for(lambda s: s.count("approve?") >= 2, 60, "the second suggestion")
         tmux.keys("C-c")
-        tmux.wait_for(lambda s: "again or /quit to leave" in s.split("/verify")[-1], 30,
-                      "the hint after one Ctrl-C")
+        tmux.wait_for(lambda s: "cancelled; pending suggestions stay" in s, 30,
+                      "the decision to be cancelled")
+        assert "CHAT-EXITED" not in tmux.screen()
         tmux.keys("C-c")
         screen = tmux.wait_for(lambda s: "CHAT-EXITED" in s, 60, "the chat to exit")
         assert "CHAT-EXITED rc=0" in screen
@@ -200,4 +202,6 @@ def test_ctrl_c_stops_a_benchmark_and_returns_to_the_prompt(tmp_path):
     assert "Ctrl-C" in stops[0].payload["text"] and "run_benchmark" in stops[0].payload["text"]
     ends = j.events(kind="session_end")
     assert ends and ends[-1].payload["reason"] == "left with Ctrl-C"
+    (pending,) = j.pending_suggestions()
+    assert pending.payload["action"]["args"]["pipelines"] == ["MDM"]
     ws.close()
