@@ -231,7 +231,7 @@ def _explore_captions(s, name):
     out["band_power"] = text + "."
     peak = (spectra.get("mu_peak") or {}).get("frequency_hz")
     channels = list(spectra.get("channels") or {})
-    if set(channels) == set(erd.get("channels") or []):
+    if channels and set(channels) == set(erd.get("channels") or []):
         channels = erd["channels"]  # the plotted order (the journal's JSON sorts keys)
     text = (f"Power spectra of {where} in the task window, per class "
             f"({_listed(spectra.get('classes'))}) and channel "
@@ -302,7 +302,7 @@ def figure_captions(tool, summary, n_figures, source="", names=None) -> list:
             known = [f"Decoding score of every subject (points) and mean \u00b1 sd (black) "
                      f"per pipeline{' on ' + ', '.join(datasets) if datasets else ''}; "
                      "dashed line: chance level."]
-    except (AttributeError, TypeError, ValueError, IndexError):
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
         known = []  # an unexpected summary shape: fall back to the generic caption
     if len(known) != n_figures:
         known = []
