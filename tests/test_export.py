@@ -817,6 +817,34 @@ def _section(text, start, end):
     return text.split(start, 1)[1].split(end, 1)[0]
 
 
+@needs_pdflatex
+def test_pdf_tables_fit_and_figures_are_captioned_in_place(offline_ws, tmp_path):
+    tex_path = export(offline_ws, "tex", out=tmp_path / "out")
+    tex = tex_path.read_text()
+    pdf, log = compile_latex(tex_path, tmp_path)
+    # No table or figure wider than the text: the suggestions table's columns
+    # used to run into each other, the results table past the margin.
+    assert not re.findall(r"Overfull \\hbox \([\d.]+pt too wide\)", log), \
+        re.findall(r"Overfull \\hbox.*\n.*", log)
+    # Every included figure is a numbered figure with a caption saying what it
+    # shows (not a hash file name).
+    figures = re.findall(r"\\begin\{figure\}\[H\](.*?)\\end\{figure\}", tex, re.S)
+    assert len(figures) == tex.count(r"\includegraphics") >= 4
+    for body in figures:
+        caption = re.search(r"\\caption\{(.*)\}", body).group(1)
+        assert len(caption) > 60 and not HASH_NAME.search(caption), caption
+        assert "journal events" in caption
+    # The Results section holds its table and the comparison figure, and stays
+    # with them on one page (the table used to float to the next one).
+    results = _section(tex, r"\section{Results}", r"\section{")
+    assert r"\begin{table}[H]" in results and r"\includegraphics" in results
+    assert "against" in results  # the paired plot of the comparison
+    aux = (pdf.parent / f"{tex_path.stem}.aux").read_text()
+    page = dict(re.findall(r"\\newlabel\{(sec:results|tab:chatbci-results)\}\{\{[^}]*\}\{(\d+)\}",
+                           aux))
+    assert page["sec:results"] == page["tab:chatbci-results"]
+
+
 def test_html_figures_captioned_and_provenance_for_a_reader(offline_ws):
     html = export(offline_ws, "html").read_text()
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", html, re.S)

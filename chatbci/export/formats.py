@@ -384,7 +384,7 @@ def _write_tex(ctx) -> Path:
         "document.tex.j2", **_common(ctx), figures=figures, results_figures=shown,
         table=latex_table,
         methods_tex=render_blocks(ctx.methods, "tex"),
-        results_tex=results_table(ctx.record, "tex"),
+        results_tex=results_table(ctx.record, "tex", placement="H"),
         disclosure_tex=render_blocks(disclosure_blocks(ctx.record, ctx.disclosure), "tex"),
         bibliography=bibliography_items(ctx.bib), provenance=ctx.provenance))
     ctx.companions("methods.tex", "results.tex", "references.bib", "provenance.json",
