@@ -341,3 +341,32 @@ def test_methods_print_each_engine_note_once(mixed_ws, tmp_path):
             note, kind="filter_bank", text="Filter banks used 6 bands.")]})
     text = methods_section(copy)
     assert text.count(note["text"]) == 1 and "Filter banks used 6 bands." in text
+
+
+def test_runs_with_other_seeds_are_meta_analysed_not_pooled(tmp_path, monkeypatch):
+    from chatbci.assistant.session import Session
+    from chatbci.export import results_table
+    from chatbci.workspace import Workspace
+
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATBCI_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    ws = Workspace.create(tmp_path / "seeds", title="Seeds", goal="Robust ranking",
+                          datasets=["SimulatedMI"], subjects="1-2", autonomy="auto")
+    s = Session(ws, human="ada", n_jobs=1)
+    s.send("benchmark CSP+LDA and TS+LR on SimulatedMI subjects 1-2")
+    ws.configure(actor="human:ada", random_state=7)
+    s.send("benchmark CSP+LDA and TS+LR on SimulatedMI subjects 1-2")
+    text = s.send("compare pipelines").text
+    s.close()
+    summary = _last_result(ws, "compare_pipelines")
+    assert sorted(c["seed"] for c in summary["comparisons"]) == ["42", "7"]
+    assert all(c["n_subjects"] == 2 for c in summary["comparisons"])  # never 4 pooled
+    (meta,) = summary["meta_analysis"]
+    assert meta["n_subjects"] == [2, 2] and len(meta["groups"]) == 2
+    assert 0 < meta["p"] <= 1 and "I2" in meta and "Stouffer p" in text
+    figures = [a for a in ws.journal.events(kind="tool_result")[-1].payload["artifacts"]
+               if a.endswith(".png")]
+    assert len(figures) == 3  # a paired plot per seed, one forest plot
+    md = results_table(ws, "md")
+    assert "seed 42" in md and "seed 7" in md and "Meta-analysis over datasets and seeds" in md
+    ws.close()

@@ -15,7 +15,7 @@ names the run events its scores come from.
 
 from __future__ import annotations
 
-from ._text import escape_latex, fmt_num, fmt_score, latex_colspec, md_cell
+from ._text import escape_latex, fmt_num, fmt_score, md_cell
 from .record import load_record
 
 __all__ = ["results_comparisons", "results_rows", "results_table"]
@@ -178,6 +178,26 @@ def _superseded(record):
     return stale_comparisons(compares, runs)
 
 
+def _meta_sentence(record) -> str:
+    """MOABB's meta-analysis of pairs compared in several groups (datasets, seeds)."""
+    from chatbci.bci.statistics import meta_analysis
+
+    comparisons, _, _ = results_comparisons(record)
+    meta = meta_analysis([c for c in comparisons if c.best is not None])
+    meta = meta[meta["smd"] > 0] if len(meta) else meta
+    if not len(meta):
+        return ""
+    parts = []
+    for m in meta.itertuples():
+        i2 = "n/a" if m.I2 != m.I2 else f"{100 * m.I2:.0f} %"
+        parts.append(f"{m.pipe1} vs {m.pipe2} over {m.n_groups} groups "
+                     f"({', '.join(m.groups)}; n = {', '.join(map(str, m.n_subjects))}): "
+                     f"combined p = {m.p:.4g}, SMD = {m.smd:.2f}, I\u00b2 = {i2}")
+    return ("Meta-analysis over datasets and seeds (MOABB: Stouffer's method weighted by "
+            "sqrt(n) on each group's shared subjects; I\u00b2: Higgins & Thompson 2002): "
+            + "; ".join(parts) + ".")
+
+
 def _group_label(r):
     label = f"{r['dataset']}, {r['evaluation']}"
     return label + (f", seed {r['seed']}" if r.get("seed") not in (None, "") else "")
@@ -209,6 +229,9 @@ def _caption(rows, record=None) -> str:
                  "trial count (accuracy: binomial, Combrisson & Jerbi 2015; ROC AUC: exact "
                  "Mann-Whitney null of the fold-averaged AUC, balanced classes assumed).")
     text += f" Journal events: runs {', '.join(f'#{r}' for r in runs)}"
+    meta = _meta_sentence(record) if record is not None else ""
+    if meta:
+        text += " " + meta
     stale = _superseded(record) if record is not None else {}
     if stale:
         text += ("; comparisons made before newer runs, superseded by these statistics: "
@@ -252,19 +275,11 @@ def _markdown(rows, record=None) -> str:
     return "\n".join(lines) + "\n\n" + md_cell(_caption(rows, record)) + "\n"
 
 
-#: Relative widths and alignment of the LaTeX results table's columns: they
-#: wrap within the text width (nine columns do not fit it at their natural width).
-_LATEX_WIDTHS = (1.35, 1.1, 1.25, 1.55, 1.3, 0.75, 0.85, 0.7, 0.8)
-_LATEX_ALIGN = "lllllrrrr"
-
-
-def _latex(rows, record=None, label="tab:chatbci-results", placement="htbp") -> str:
+def _latex(rows, record=None, label="tab:chatbci-results") -> str:
     if not rows:
         return "% No benchmark results in this workspace's journal.\n"
-    spec = latex_colspec(_LATEX_WIDTHS, _LATEX_ALIGN)
-    out = [rf"\begin{{table}}[{placement}]", r"\centering", r"\small",
-           r"\setlength{\tabcolsep}{4pt}",  # (inside the float: this table only)
-           rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+    out = [r"\begin{table}[htbp]", r"\centering", r"\small",
+           r"\begin{tabular}{lllclrrrr}", r"\toprule",
            (r"Dataset & Evaluation & Pipeline & Score (mean $\pm$ sd) & Subjects & "
             r"$p$ vs best & $n$ (min $p$) & SMD & Above chance \\"),
            r"\midrule"]
@@ -304,7 +319,7 @@ def _html(rows, record=None) -> str:
                            subjects_cell=_subjects_cell)
 
 
-def results_table(workspace_or_record, fmt="md", *, placement="htbp") -> str:
+def results_table(workspace_or_record, fmt="md") -> str:
     """The results table of a workspace.
 
     Parameters
@@ -313,10 +328,6 @@ def results_table(workspace_or_record, fmt="md", *, placement="htbp") -> str:
     fmt : {"md", "tex", "html"}
         A Markdown table with its caption, a LaTeX ``table`` (booktabs), or
         an HTML ``<table>``.
-    placement : str
-        Placement of the LaTeX ``table`` float: ``"htbp"`` for a paper that
-        inputs it, ``"H"`` (``float`` package) to keep it under its
-        heading.
 
     Returns
     -------
@@ -327,7 +338,7 @@ def results_table(workspace_or_record, fmt="md", *, placement="htbp") -> str:
     if fmt == "md":
         return _markdown(rows, record)
     if fmt == "tex":
-        return _latex(rows, record, placement=placement)
+        return _latex(rows, record)
     if fmt == "html":
         return _html(rows, record)
     from .record import ExportError
