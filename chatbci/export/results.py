@@ -15,7 +15,7 @@ names the run events its scores come from.
 
 from __future__ import annotations
 
-from ._text import escape_latex, fmt_num, fmt_score, md_cell
+from ._text import escape_latex, fmt_num, fmt_score, latex_colspec, md_cell
 from .record import load_record
 
 __all__ = ["results_comparisons", "results_rows", "results_table"]
@@ -275,11 +275,19 @@ def _markdown(rows, record=None) -> str:
     return "\n".join(lines) + "\n\n" + md_cell(_caption(rows, record)) + "\n"
 
 
-def _latex(rows, record=None, label="tab:chatbci-results") -> str:
+#: Relative widths and alignment of the LaTeX results table's columns: they
+#: wrap within the text width (nine columns do not fit it at their natural width).
+_LATEX_WIDTHS = (1.35, 1.1, 1.25, 1.55, 1.3, 0.75, 0.85, 0.7, 0.8)
+_LATEX_ALIGN = "lllllrrrr"
+
+
+def _latex(rows, record=None, label="tab:chatbci-results", placement="htbp") -> str:
     if not rows:
         return "% No benchmark results in this workspace's journal.\n"
-    out = [r"\begin{table}[htbp]", r"\centering", r"\small",
-           r"\begin{tabular}{lllclrrrr}", r"\toprule",
+    spec = latex_colspec(_LATEX_WIDTHS, _LATEX_ALIGN)
+    out = [rf"\begin{{table}}[{placement}]", r"\centering", r"\small",
+           r"\setlength{\tabcolsep}{4pt}",  # (inside the float: this table only)
+           rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
            (r"Dataset & Evaluation & Pipeline & Score (mean $\pm$ sd) & Subjects & "
             r"$p$ vs best & $n$ (min $p$) & SMD & Above chance \\"),
            r"\midrule"]
@@ -319,7 +327,7 @@ def _html(rows, record=None) -> str:
                            subjects_cell=_subjects_cell)
 
 
-def results_table(workspace_or_record, fmt="md") -> str:
+def results_table(workspace_or_record, fmt="md", *, placement="htbp") -> str:
     """The results table of a workspace.
 
     Parameters
@@ -328,6 +336,10 @@ def results_table(workspace_or_record, fmt="md") -> str:
     fmt : {"md", "tex", "html"}
         A Markdown table with its caption, a LaTeX ``table`` (booktabs), or
         an HTML ``<table>``.
+    placement : str
+        Placement of the LaTeX ``table`` float: ``"htbp"`` for a paper that
+        inputs it, ``"H"`` (``float`` package) to keep it under its
+        heading.
 
     Returns
     -------
@@ -338,7 +350,7 @@ def results_table(workspace_or_record, fmt="md") -> str:
     if fmt == "md":
         return _markdown(rows, record)
     if fmt == "tex":
-        return _latex(rows, record)
+        return _latex(rows, record, placement=placement)
     if fmt == "html":
         return _html(rows, record)
     from .record import ExportError
