@@ -58,6 +58,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import _sharing
+from . import deep as _deep  # optional networks; imports torch only to fit
 from .datasets import (
     check_data_available,
     display_name,
@@ -226,7 +227,11 @@ class PipelineEntry:
         # The code too: a user's transformer edited in place (same class name
         # and parameters) must not be served the scores of its old code.
         code = _to_json(code_identity(self.estimator), sort_keys=True)
-        self.key = _sha(_sharing.step_key(self.estimator) + grid + code)[:16]
+        # Deep networks: torch/braindecode versions, device and seed change scores
+        # (empty, so no change of key, for pipelines without a network).
+        deep = _to_json(_deep.deep_identity(self.estimator), sort_keys=True)
+        deep = "" if deep == "{}" else deep
+        self.key = _sha(_sharing.step_key(self.estimator) + grid + code + deep)[:16]
 
 
 def resolve_pipelines(pipelines, param_grid=None):
@@ -661,7 +666,8 @@ class _Stop(Exception):
 #: Environment read while loading (MNE_DATA, MNE_DATASETS_*_PATH, MOABB's
 #: download provider, MNE's config home): sent with every task, because a warm
 #: worker keeps the environment it was started with.
-_ENV_PREFIXES = ("MNE_", "MOABB_", "_MNE_")
+#: CHATBCI_DEEP_PROGRESS_FILE: where deep networks report each training epoch.
+_ENV_PREFIXES = ("MNE_", "MOABB_", "_MNE_", "CHATBCI_DEEP_")
 #: Idle worker processes exit after this many seconds (as joblib's do).
 _IDLE_TIMEOUT_S = 300
 #: Subjects' epochs kept by a worker while one run lasts (consecutive parts
@@ -1035,6 +1041,9 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
     ds = get_dataset(dataset) if isinstance(dataset, str) else dataset
     subjects = parse_subjects(subjects, ds.subject_list)
     entries = resolve_pipelines(pipelines, param_grid)
+    # Deep networks left unseeded train with the evaluation's random state.
+    entries = [e if (est := _deep.seed_deep_steps(e.estimator, random_state)) is e.estimator
+               else PipelineEntry(e.name, est, e.param_grid, e.filterbank) for e in entries]
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise BenchmarkError(f"Pipeline names must be unique; got {names}.")
@@ -1122,6 +1131,9 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
                                warnings=notes,
                                engine_notes=[{k: n[k] for k in ("kind", "pipeline", "text")}
                                              for n in methods_notes])
+    deep = {e.name: _deep.deep_identity(e.estimator) for _, es in groups for e in es}
+    if any(deep.values()):  # the networks' seed, device and torch/braindecode versions
+        df.attrs["chatbci"]["deep"] = {k: v for k, v in deep.items() if v}
     return df
 
 
@@ -1313,12 +1325,12 @@ class _Run:
         runs them: they take a second or so, ``stop`` is checked before each
         fit, and no worker has to start (seconds of imports). Grid searches
         run in a worker even then, so that a stop can kill a fit that takes
-        minutes.
+        minutes. So do deep networks (their training takes minutes too).
         """
         if not self.own_pool:
             return self.n_jobs == 1
-        return self.n_jobs == 1 and (task.kind == "load"
-                                     or not any(e.param_grid for e in task.entries))
+        return self.n_jobs == 1 and (task.kind == "load" or not any(
+            e.param_grid or _deep.deep_steps(e.estimator) for e in task.entries))
 
     def _execute(self, calls):
         """Yield ``(key, result)`` of ``calls`` as they finish, wherever they run."""

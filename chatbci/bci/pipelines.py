@@ -272,11 +272,34 @@ _REGISTRY = (
     ),
 )
 
+# Deep-learning decoders (the optional ``deep`` extra): braindecode networks
+# wrapped as classifiers of epochs in chatbci.bci.deep, which imports torch
+# only when one is fitted, so they are listed and validated without it.
+_DEEP_DESCRIPTIONS = {
+    "ShallowFBCSPNet": "Shallow ConvNet (Schirrmeister 2017), a learnt filter-bank CSP; "
+                       "trained on the epochs themselves (first and only step).",
+    "EEGNetv4": "EEGNet-8,2 (Lawhern 2018), compact depthwise-separable ConvNet "
+                "(alias EEGNet); trained on the epochs (only step).",
+    "Deep4Net": "Deep ConvNet (Schirrmeister 2017), four conv-pool blocks; needs more "
+                "trials; trained on the epochs (only step).",
+    "EEGConformer": "EEG Conformer (Song 2023): convolution + transformer encoder; "
+                    "trained on the epochs (only step).",
+    "ATCNet": "ATCNet (Altaheri 2023): convolution, attention and TCN; set sfreq to the "
+              "data's rate; trained on the epochs (only step).",
+}
+_REGISTRY += tuple(
+    Component(name, "chatbci.bci.deep",
+              text + " Needs `pip install \"chatbci[deep]\"`.",
+              "classifier", stateless=False)
+    for name, text in _DEEP_DESCRIPTIONS.items()
+)
+
 #: The allow-list of pipeline components, keyed by class name.
 COMPONENTS: Mapping[str, Component] = MappingProxyType(
     {c.name: c for c in _REGISTRY}
 )
-_ALIASES = MappingProxyType({"LDA": "LinearDiscriminantAnalysis"})
+_ALIASES = MappingProxyType({"LDA": "LinearDiscriminantAnalysis",
+                             "EEGNet": "EEGNetv4"})  # braindecode 1.x name
 
 
 def get_component(name: str) -> Component:

@@ -26,7 +26,10 @@ or a :class:`SessionRecord` from :func:`load_record` (read the journal once,
 use it many times).
 
 This package imports only :mod:`chatbci.workspace`, the standard library,
-Jinja2 and (for notebooks) nbformat.
+Jinja2, pybtex (references, when formatted) and (for notebooks) nbformat.
+One exception, at call time: the AI-use disclosure reads the prompt
+templates' text and the tool catalog from :mod:`chatbci.assistant`, because
+the journal records templates by hash only.
 """
 
 from .bibtex import BibEntry, bib_entries, bibtex
