@@ -14,6 +14,7 @@ from __future__ import annotations
 from ._blocks import UL, H, P, bold, cite, code, plain_text
 from ._text import compact_json, count_phrase, fmt_num, ranges
 from .bibtex import citation_key, dataset_keys, llm_key
+from .deep import deep_methods_blocks
 from .record import load_record
 
 __all__ = ["MOABB_FILTER", "methods_blocks", "methods_facts", "methods_section",
@@ -481,12 +482,14 @@ def methods_blocks(record, *, level=1) -> list:
             item.append(f". {p['origin_text'][0].upper()}{p['origin_text'][1:]}; "
                         f"benchmarked on {', '.join(where)}")
             if p["citations"]:
-                item += [". The method follows", cite(*_unique(citation_key(c) for c in p["citations"]))]
+                keys = _unique(citation_key(c) for c in p["citations"])
+                item += [". The method follows", cite(*keys)]
             item.append(".")
             items.append(item)
         blocks.append(UL(items))
         if f["engine_notes"]:
             blocks.append(P(" ".join(n["text"] for n in f["engine_notes"])))
+        blocks += deep_methods_blocks(record, sub)  # networks: architecture, training
 
     stats = f["statistics"]
     if stats["comparisons"]:
