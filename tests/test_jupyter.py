@@ -205,6 +205,10 @@ def test_stop_ends_a_running_benchmark(study, panels):
     assert panel.progress.value < panel.progress.max
     assert panel.progress.bar_style == "warning" and "stopped" in panel.progress_label.value
     assert panel.stop_button.disabled and panel.stop_button.description == "Stop"
+    # The results it kept are shown, read back from the cache.
+    kept = [w for w in panel.conversation.children if "chatbci-kept" in w._dom_classes]
+    assert len(kept) == 1 and "Kept before the stop" in kept[0].value
+    assert "CSP+LDA" in kept[0].value and "chatbci-table" in kept[0].value
     result = panel.workspace.journal.events(kind="tool_result")[-1]
     assert result.payload["ok"] is False
     assert panel.workspace.journal.events(kind="run") == []
@@ -389,16 +393,19 @@ def test_enter_sends_and_shift_enter_is_a_newline(study, panels):
     assert "event.shiftKey" in esm and 'event: "submit"' in esm
     panel.input.value = "list datasets"
     panel.input._on_message(panel.input, {"event": "submit", "text": "list datasets"}, [])
-    assert panel.wait_idle(WAIT)
-    assert [m.text for m in panel.messages if m.role == "human"] == ["list datasets"]
-    assert panel.input.value == ""  # accepted: the box is cleared
-    # While the assistant works, Enter keeps the text in the box and says why.
-    panel.busy = True
-    panel.input.submit("suggest pipelines\nfor subjects 1-2")
+    # While the assistant works the box is locked: Enter keeps the text in it.
+    assert panel.busy and panel.input.locked
+    panel.input.value = "suggest pipelines\nfor subjects 1-2"
+    panel.input.submit()
     assert panel.input.value == "suggest pipelines\nfor subjects 1-2"
-    assert "still working" in panel.status.value
-    panel.busy = False
+    assert panel.wait_idle(WAIT)
+    assert not panel.input.locked
     assert [m.text for m in panel.messages if m.role == "human"] == ["list datasets"]
+    panel.input.submit()  # now it goes, newline and all
+    assert panel.input.value == ""
+    assert panel.wait_idle(WAIT)
+    assert [m.text for m in panel.messages if m.role == "human"] == [
+        "list datasets", "suggest pipelines\nfor subjects 1-2"]
 
 
 def test_card_follows_the_bubble_that_announces_it(study, panels):

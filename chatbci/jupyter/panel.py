@@ -37,9 +37,8 @@ _HISTORY_KINDS = ("message", "suggestion", "decision", "tool_call", "tool_result
                   "note")
 
 #: The text box's hint: what to ask, and which key sends.
-PLACEHOLDER = ("Ask the assistant… e.g. “explore subject 1”, “suggest pipelines”, "
-               "“benchmark CSP+LDA and TS+LR on SimulatedMI subjects 1-5” "
-               "(Enter to send, Shift+Enter for a new line)")
+PLACEHOLDER = ("Ask the assistant, e.g. “explore subject 1” or “benchmark CSP+LDA and TS+LR "
+               "on subjects 1-5” · Enter to send, Shift+Enter for a new line")
 
 QUICK = ("list datasets", "explore subject 1", "suggest pipelines", "show results",
          "compare pipelines")
@@ -232,7 +231,8 @@ class ChatPanel(widgets.VBox):
         self.scroller.add_class("chatbci-scroll")
 
         self.progress = widgets.IntProgress(value=0, min=0, max=1, bar_style="info",
-                                            layout=widgets.Layout(width="auto"))
+                                            layout=widgets.Layout(width="45%", flex="1 1 45%",
+                                                                  min_width="120px"))
         self.progress.add_class("chatbci-progressbar")
         self.progress_label = widgets.HTML(layout=widgets.Layout(width="auto"))
         self.progress_row = widgets.HBox(
@@ -243,7 +243,7 @@ class ChatPanel(widgets.VBox):
         self.input = ChatInput(placeholder=PLACEHOLDER,
                                layout=widgets.Layout(flex="1 1 auto", width="auto"))
         self.input.add_class("chatbci-input")
-        self.input.on_submit(lambda _text: self._on_send_click())
+        self.input.on_submit(self._on_submit)
         self.send_button = widgets.Button(description="Send", button_style="primary",
                                           icon="paper-plane", tooltip="Send to the assistant",
                                           layout=widgets.Layout(width="92px"))
@@ -437,6 +437,10 @@ class ChatPanel(widgets.VBox):
                 summary = ev.payload.get("summary")
                 error = summary.get("error") if isinstance(summary, dict) else None
                 self._progress_end(bool(ev.payload.get("ok", True)), error)
+                if view is not None and render.is_stop_message(error):
+                    for w in self._kept_results(view.args):
+                        self.results.append(w)
+                        self._append(w)
         elif kind == "error":
             self._close_stream()
             # A tool's error shows on its tool line (with its result); only errors
@@ -447,6 +451,33 @@ class ChatPanel(widgets.VBox):
             w = render.note_widget(ev, self.me)
             if w is not None:
                 self._append(w)
+
+    def _kept_results(self, args):
+        """The results a stopped benchmark kept, read back from the workspace's cache.
+
+        The engine's stop keeps every finished (subject, pipeline) result in
+        the cache; a run that is stopped before it starts computes nothing and
+        returns them (``BenchmarkStopped.results``), so the human sees them.
+        """
+        from chatbci.assistant.tools import TOOLS, benchmark_plan
+        from chatbci.bci.benchmark import BenchmarkStopped, run_benchmark
+
+        stop = threading.Event()
+        stop.set()
+        try:
+            plan = benchmark_plan(self.workspace, TOOLS["run_benchmark"].validate(args))
+            try:
+                df = run_benchmark(plan["specs"], dataset=plan["dataset"],
+                                   subjects=plan["subjects"], evaluation=plan["evaluation"],
+                                   random_state=plan["random_state"],
+                                   cache_dir=self.workspace.path_for("results", "cache"),
+                                   n_jobs=1, progress=False, stop=stop)
+            except BenchmarkStopped as err:
+                df = err.results
+        except Exception as err:  # noqa: BLE001 - the stop line already says what was kept
+            return [render.system_line(f"(the kept results could not be read back: "
+                                       f"{esc(err)})")]
+        return render.kept_results_widgets(df)
 
     def _show_error(self, message):
         w = render.error_widget(message)
@@ -578,6 +609,7 @@ class ChatPanel(widgets.VBox):
 
     def _set_busy(self, busy):
         self.busy = busy
+        self.input.locked = busy
         self.send_button.disabled = busy
         for b in self.quick:
             b.disabled = busy
@@ -600,12 +632,14 @@ class ChatPanel(widgets.VBox):
         text = self.input.value.strip()
         if not text:
             return
-        if self.busy:  # Enter while the assistant works: the text waits in the box
-            self.status.value = ("the assistant is still working: your message stays in the "
-                                 "box; press Enter again when it is done, or Stop")
-            return
         self.input.value = ""
         self._send_job(text)
+
+    def _on_submit(self, text):
+        # Enter in the box. The box does not send while the panel is busy (locked);
+        # one that raced the lock is queued behind the work, as a Send would be.
+        if text.strip():
+            self._send_job(text.strip())
 
     def _send_job(self, text, mirror=None):
         def job():

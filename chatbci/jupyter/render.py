@@ -764,6 +764,27 @@ def benchmark_widgets(summary, artifacts, root):
     return [_result_html(body)]
 
 
+def kept_results_widgets(df):
+    """After a stop: the scores of the (subject, pipeline) results kept, per pipeline.
+
+    ``df`` holds MOABB's columns (``BenchmarkStopped.results``): what the
+    stopped run finished and what was cached before it.
+    """
+    if df is None or not len(df):
+        return []
+    per = (df.groupby(["pipeline", "subject"])["score"].mean().reset_index()
+           .groupby("pipeline")["score"].agg(["mean", "std", "count"]).reset_index()
+           .rename(columns={"std": "sd", "count": "subjects"})
+           .sort_values("mean", ascending=False))
+    subjects = sorted(int(s) for s in df["subject"].unique())
+    caption = (f'<div class="cb-caption"><b>Kept before the stop</b> (from the results cache; '
+               f"subjects {esc(', '.join(map(str, subjects)))}) · mean ± sd over the subjects "
+               "each pipeline finished; running it again computes the rest</div>")
+    w = _result_html(caption + styled_table(per))
+    w.add_class("chatbci-kept")
+    return [w]
+
+
 def figure_widget(path) -> widgets.Image:
     img = widgets.Image(value=path.read_bytes(), format="png",
                         layout=widgets.Layout(max_width="100%", max_height="340px",
