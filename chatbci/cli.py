@@ -375,7 +375,7 @@ def _cmd_chat(args):
     print(terminal_text(f"chatbci chat: {ws.config.title} -- {ws.config.goal}"))
     print(terminal_text(f"assistant: {kind}; autonomy: {session.autonomy}. ")
           + "Type /help for commands, /quit to leave; Ctrl-C stops running work.")
-    chat = _Chat(session)
+    chat = _Chat(session, warm_up=_warm_up())
     try:
         # Only chatbci's words and the assistant's reach the screen.
         with library_chatter_silenced():
@@ -386,6 +386,27 @@ def _cmd_chat(args):
         session.close("left with Ctrl-C" if chat.left_by_interrupt else "closed")
     print(f"journal: {ws.path / 'journal.sqlite'} ({ws.journal.head()[0]} events)")
     return 0
+
+
+def _warm_up():
+    """Build the dataset catalog in the background while the human types.
+
+    The first turn would otherwise spend its first seconds (16 s on a busy
+    2-core machine) instantiating MOABB's dataset classes behind "thinking".
+    Returns the thread; turns wait for it (:meth:`_Chat.run`) rather than
+    build the catalog a second time beside it.
+    """
+    def build():
+        try:
+            from .bci.datasets import catalog
+
+            catalog(include_other_tasks=True)
+        except Exception:  # noqa: BLE001 - a turn that needs it says what is wrong
+            pass
+
+    thread = threading.Thread(target=build, name="chatbci-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 #: Seconds a second Ctrl-C still waits for stopped work to end before leaving.
@@ -408,8 +429,9 @@ class _Chat:
     ``/quit``.
     """
 
-    def __init__(self, session):
+    def __init__(self, session, warm_up=None):
         self.session = session
+        self.warm_up = warm_up  # a thread the first work waits for (_warm_up)
         self.armed = False  # the last key was a Ctrl-C: another one leaves
         self.stopped = False  # work was stopped since the last prompt
         self.left_by_interrupt = False
@@ -481,8 +503,14 @@ class _Chat:
         # is_alive() False while the thread still runs (CPython 3.11).
         done = threading.Event()
 
+        warm_up = self.warm_up
+
         def target():
             try:
+                if warm_up is not None and warm_up.is_alive():
+                    activity.working("loading the dataset catalog")
+                    warm_up.join()
+                    activity.working("thinking")
                 box["result"] = work(activity)
             except BaseException as err:  # noqa: BLE001 - re-raised in the main thread
                 box["error"] = err
@@ -784,7 +812,9 @@ def _decide_interactively(chat, sugg):
     estimate = sugg.payload.get("estimate")
     if isinstance(estimate, dict) and estimate.get("fits"):
         seconds = estimate.get("seconds")
+        epochs = estimate.get("epochs")  # deep networks: fits x max_epochs
         print(f"  estimated cost: {int(estimate['fits']):,} fits, "
+              + (f"up to {int(epochs):,} training epochs, " if epochs else "")
               + (f"about {float(seconds):.0f} s" if seconds is not None
                  else "duration unknown"))
     print(f"    {tool} {terminal_json(action.get('args', {}))}")
