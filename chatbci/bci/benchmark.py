@@ -1049,7 +1049,7 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
         raise BenchmarkError(f"Pipeline names must be unique; got {names}.")
     if evaluation == "cross-session" and ds.n_sessions < 2:
         raise BenchmarkError(
-            f"{ds.code} has {ds.n_sessions} session per subject; cross-session "
+            f"{display_name(ds)} has {ds.n_sessions} session per subject; cross-session "
             "evaluation needs at least 2. Use evaluation='within-session'."
         )
     if evaluation == "cross-subject" and len(subjects) < 2:
@@ -1375,7 +1375,7 @@ class _Run:
         calls = [(i, _run_task, self._task("subject", s, par, unit_entries, part=part))
                  for i, (s, par, unit_entries, part) in enumerate(units)]
         self._start_bar(sum(len(u[2]) for u in units),
-                        f"{self.ds.code} {self.evaluation} ({len(work)} subjects)")
+                        f"{display_name(self.ds)} {self.evaluation} ({len(work)} subjects)")
         slots = {}  # (par, subject, name) -> [records, parts received]
         gen = self._execute(calls)
         try:
@@ -1405,7 +1405,8 @@ class _Run:
         n_fold_units = sum(len([e for e in v if e.param_grid]) + any(not e.param_grid
                                                                       for e in v)
                            for v in work.values())
-        self._start_bar(len(subjects) + n_fold_units, f"{self.ds.code} cross-subject")
+        self._start_bar(len(subjects) + n_fold_units,
+                        f"{display_name(self.ds)} cross-subject")
         loaded = {}
         gen = self._execute([(s, _run_task, self._task("load", s, par, []))
                              for s in subjects])

@@ -1156,8 +1156,11 @@ def _distribution(module: str) -> tuple[str, str] | None:
     top = module.split(".", 1)[0]
     for name in packages_distributions().get(top, []):
         dist = distribution(name)
-        direct = dist.read_text("direct_url.json") or ""
-        if '"editable": true' in direct.replace(" ", "").replace(":true", ": true"):
+        try:  # PEP 610: how the distribution was installed
+            direct = json.loads(dist.read_text("direct_url.json") or "{}")
+        except ValueError:
+            direct = {}
+        if (direct.get("dir_info") or {}).get("editable"):
             # chatbci itself: its engine changes are versioned by ENGINE_VERSION.
             if top == "chatbci":
                 return name, dist.version
