@@ -21,6 +21,7 @@ import contextlib
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 #: Width of a single journal column, inches.
 SINGLE_COLUMN = 3.5
@@ -128,6 +129,23 @@ def figure_style(**overrides):
         yield
 
 
+class _DisplayedFigure(Figure):
+    """A Figure that Jupyter can show without pyplot.
+
+    Jupyter's inline backend registers how figures are displayed only once
+    pyplot has loaded it; a kernel in which nothing but chatbci drew would
+    show ``<Figure size ...>``. ``_repr_png_`` is what IPython asks any object
+    for, so the figure is shown (once) either way.
+    """
+
+    def _repr_png_(self):
+        import io
+
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
+
 def new_figure(nrows=1, ncols=1, *, figsize=None, layout="constrained", **subplot_kw):
     """A figure and its axes, like :func:`matplotlib.pyplot.subplots`, outside pyplot.
 
@@ -156,9 +174,7 @@ def new_figure(nrows=1, ncols=1, *, figsize=None, layout="constrained", **subplo
     fig : matplotlib.figure.Figure
     axes : matplotlib.axes.Axes | numpy.ndarray of Axes
     """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, layout=layout)
+    fig = _DisplayedFigure(figsize=figsize, layout=layout)
     return fig, fig.subplots(nrows, ncols, **subplot_kw)
 
 
