@@ -208,6 +208,8 @@ class OfflineBackend:
                 return f"{LABEL}: which subject? e.g. 'explore subject 1'.", []
             return "", [self._call("explore_subject", {
                 "dataset": _dataset_in(t, default_ds), "subject": int(m.group(1))})]
+        if _DEEP_WORDS.search(low) and re.search(r"\b(suggest|propose|recommend|try)\b", low):
+            return "", [self._call("propose", _deep_suggestion(t, state, self._history))]
         if re.search(r"\b(benchmark|evaluate|run)\b", low) and (
                 _pipelines_in(t, known) or "pipeline" in low):
             pipes = _pipelines_in(t, known) or ["CSP+LDA", "TS+LR", "MDM"]
@@ -593,6 +595,41 @@ def _suggestion(text, state, messages):
         args["evaluation"] = evaluation
         why.append(f"{evaluation} evaluation, as the goal asks")
     rationale = (f"Benchmark {_and(pipelines)}: {family}. Data: " + "; ".join(why) + ".")
+    return {"action": {"tool": "run_benchmark", "args": args}, "rationale": rationale}
+
+
+#: Words that ask for a deep-learning decoder.
+_DEEP_WORDS = re.compile(r"\b(deep|neural|conv ?nets?|cnns?|eegnet\w*|shallow\w*|deep4\w*|"
+                         r"conformer|atcnet|braindecode|network)\b", re.I)
+#: Shipped deep pipelines (chatbci/bci/pipeline_files/deep_*.yml) and the words naming them.
+_DEEP_PIPELINES = (("EEGNet_8_2", r"eegnet"), ("DeepConvNet", r"deep ?conv|deep4"),
+                   ("EEGConformer", r"conformer"), ("ATCNet", r"atcnet"),
+                   ("ShallowConvNet", r"shallow"))
+
+
+def _deep_suggestion(text, state, messages):
+    """The ``propose`` arguments for "suggest a deep pipeline" / "try EEGNet".
+
+    The networks named in the text (shipped deep pipelines, or the
+    workspace's own pipelines named there), else ShallowConvNet, the deep
+    net that suits small motor-imagery datasets; TS+LR runs beside them as
+    the reference. Data and protocol as :func:`_suggestion` chooses them.
+    """
+    base = _suggestion(text, state, messages)
+    known = [p for p in state.get("pipelines") or []
+             if re.search(rf"(?<![\w+-]){re.escape(p)}(?![\w+-])", text, re.I)]
+    named = [name for name, pattern in _DEEP_PIPELINES if re.search(pattern, text, re.I)]
+    nets = known or named or ["ShallowConvNet"]
+    why = ("the networks you named" if known or named else
+           "it mimics filter-bank CSP and needs little data, which suits "
+           "small motor-imagery datasets (MOABB's benchmark: 78.0 % vs 81.5 % for TS+LR "
+           "over 10 left/right datasets)")
+    args = dict(base["action"]["args"], pipelines=nets + ["TS+LR"])
+    data = base["rationale"].split("Data: ", 1)[-1]
+    rationale = (f"Benchmark {_and(nets)} against TS+LR: {why}. Training follows MOABB's "
+                 "braindecode settings (Adam, early stopping on an inner validation split), "
+                 "seeded by the evaluation's random state; each fit trains up to "
+                 f"max_epochs epochs on CPU, see the cost estimate. Data: {data}")
     return {"action": {"tool": "run_benchmark", "args": args}, "rationale": rationale}
 
 

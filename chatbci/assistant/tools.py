@@ -486,8 +486,29 @@ def list_components_tool(ctx, args):
 
     comps = [{k: c[k] for k in ("name", "role", "description", "parameters")}
              for c in list_components()]
-    return ToolResult({"components": comps, "canonical_pipelines": list(CANONICAL)},
-                      text=f"{len(comps)} components")
+    out = {"components": comps, "canonical_pipelines": list(CANONICAL)}
+    out.update(_deep_networks_brief())
+    return ToolResult(out, text=f"{len(comps)} components")
+
+
+def _deep_networks_brief():
+    """The deep networks of the allow-list: when to use them, references, shipped
+    pipelines, receptive fields, and whether the ``deep`` extra is installed."""
+    from chatbci.bci import deep
+    from chatbci.bci.pipelines import VARIANTS
+
+    shipped = {name: spec.steps[0].name for name, spec in VARIANTS.items()
+               if spec.steps and spec.steps[-1].from_ == "chatbci.bci.deep"}
+    networks = {}
+    for name in deep.MODELS:
+        d = deep.describe_network(name)
+        networks[name] = {"notes": d["notes"], "reference": d["reference"],
+                          "receptive_field_samples": d["receptive_field"]["samples"]}
+    brief = {"deep_pipelines": shipped, "deep_networks": networks,
+             "deep_installed": deep.deep_available()}
+    if not brief["deep_installed"]:
+        brief["deep_install"] = deep.INSTALL_HINT
+    return brief
 
 
 class StepArgs(BaseModel):
@@ -676,12 +697,16 @@ def run_benchmark_tool(ctx, args):
     engine_notes = info.get("engine_notes", [])
     if engine_notes:
         summary["engine_notes"] = engine_notes
+    if info.get("deep"):  # networks: seed, device, torch/braindecode versions
+        summary["deep"] = info["deep"]
     run = {"config_hash": config_hash, "config": config, "scores": scores,
            "engine_notes": engine_notes,
            "results_path": (runs / f"{config_hash[:16]}.csv").relative_to(ws.path).as_posix(),
            # What a methods section needs, so exports read the journal only.
            "protocol": _protocol(plan, results),
            "pipelines": {s.name: s.to_dict() for s in plan["specs"]}}
+    if info.get("deep"):
+        run["deep"] = info["deep"]
     best = table.iloc[0]
     return ToolResult(summary, artifacts, run=run,
                       text=f"best {best.pipeline} {best['mean']:.3f} ± {best.sd:.3f}")

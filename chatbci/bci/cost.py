@@ -49,6 +49,8 @@ class Cost:
     seconds: float | None
     basis: str
     per_pipeline: dict
+    #: Deep networks: training epochs at most (fits x max_epochs), else None.
+    epochs: int | None = None
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -58,9 +60,12 @@ class Cost:
 
     def text(self) -> str:
         """One line, e.g. ``"450 fits, about 12 s (measured ...)"``."""
+        fits = f"{self.fits:,} fits"
+        if self.epochs:  # deep networks: each fit trains for up to max_epochs
+            fits += f" (up to {self.epochs:,} training epochs)"
         if self.seconds is None:
-            return f"{self.fits:,} fits; duration unknown ({self.basis})"
-        return f"{self.fits:,} fits, about {_seconds(self.seconds)} ({self.basis})"
+            return f"{fits}; duration unknown ({self.basis})"
+        return f"{fits}, about {_seconds(self.seconds)} ({self.basis})"
 
 
 def _seconds(s):
@@ -141,6 +146,9 @@ def estimate_cost(specs, *, evaluation, n_subjects, n_sessions=1, dataset_code=N
             single = single or sorted(per_fold_time.values())
             per_fit_time = single[len(single) // 2]
     per_pipeline, total_fits, total_s, measured, borrowed = {}, 0, 0.0, 0, 0
+    from .deep import max_epochs_of
+
+    total_epochs = 0
     n_calibrated = 0
     for spec in specs:
         fits = folds * fits_per_fold(spec)
@@ -151,12 +159,16 @@ def estimate_cost(specs, *, evaluation, n_subjects, n_sessions=1, dataset_code=N
         elif spec.name in calibrated:
             seconds = folds * float(calibrated[spec.name])
             n_calibrated += 1
-        elif per_fit_time is not None:
+        elif per_fit_time is not None and not max_epochs_of(spec):
+            # Not for a network: a fit of CSP+LDA says nothing of minutes of training.
             seconds = fits * float(per_fit_time)
             borrowed += 1
         else:
             seconds = None
         per_pipeline[spec.name] = {"fits": fits, "seconds": seconds}
+        if max_epochs_of(spec):
+            per_pipeline[spec.name]["epochs"] = fits * max_epochs_of(spec)
+            total_epochs += fits * max_epochs_of(spec)
         total_s = None if seconds is None or total_s is None else total_s + seconds
     if total_s is None:
         basis = "no earlier fit of these pipelines on this dataset to time it by"
@@ -170,7 +182,7 @@ def estimate_cost(specs, *, evaluation, n_subjects, n_sessions=1, dataset_code=N
     else:
         basis = (f"{measured} pipeline(s) timed from earlier fits, {borrowed} from the "
                  "time of one fit of the pipelines run before")
-    return Cost(total_fits, folds, total_s, basis, per_pipeline)
+    return Cost(total_fits, folds, total_s, basis, per_pipeline, total_epochs or None)
 
 
 def _grid_name(name, specs):

@@ -54,6 +54,7 @@ __all__ = [
     "deep_versions",
     "describe_network",
     "epoch_listener",
+    "max_epochs_of",
     "receptive_field",
     "require_deep",
     "resolve_device",
@@ -717,6 +718,19 @@ def deep_identity(estimator: Any) -> dict[str, Any]:
             "n_threads": net.n_threads,
         }
     return {"versions": deep_versions(), "networks": networks}
+
+
+def max_epochs_of(spec) -> int:
+    """Training epochs one fit of a pipeline spec runs at most (0 without a network).
+
+    Parameters
+    ----------
+    spec : PipelineSpec
+        A pipeline specification (steps with ``name``, ``from_`` and
+        ``parameters``).
+    """
+    return sum(int(step.parameters.get("max_epochs", TRAINING_DEFAULTS["max_epochs"]))
+               for step in getattr(spec, "steps", []) if step.from_ == __name__)
 
 
 # ---------------------------------------------------------------------------

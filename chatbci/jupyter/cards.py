@@ -52,7 +52,8 @@ def _cost_html(estimate) -> str:
 
     try:
         text = Cost(**{k: estimate[k] for k in
-                       ("fits", "outer_folds", "seconds", "basis", "per_pipeline")}).text()
+                       ("fits", "outer_folds", "seconds", "basis", "per_pipeline")},
+                    epochs=estimate.get("epochs")).text()  # deep networks' epochs
     except (KeyError, TypeError):
         return ""
     return f'<div class="cb-cost">Estimated cost: {esc(text)}</div>'
