@@ -250,3 +250,65 @@ def test_stop_ends_training_within_seconds(tmp_path, monkeypatch):
     assert "stopped" in outcome
     assert outcome["t_end"] - t_stop < 5
     assert max(e["epoch"] for e in epochs) < 100000
+
+
+# -- the assistant and the export ----------------------------------------------------
+
+
+def test_offline_assistant_proposes_deep_pipelines():
+    from chatbci.assistant.offline import _deep_suggestion
+
+    plain = _deep_suggestion("suggest a deep pipeline", {}, [])
+    assert plain["action"]["args"]["pipelines"] == ["ShallowConvNet", "TS+LR"]
+    assert "little data" in plain["rationale"]
+    named = _deep_suggestion("try EEGNet on subjects 1-2", {}, [])
+    assert named["action"]["args"]["pipelines"] == ["EEGNet_8_2", "TS+LR"]
+    assert named["action"]["args"]["subjects"] == "1-2"
+
+
+def test_cost_counts_training_epochs():
+    from chatbci.bci.cost import estimate_cost
+
+    cost = estimate_cost([get_pipeline("ShallowConvNet"), get_pipeline("TS+LR")],
+                         evaluation="within-session", n_subjects=2, n_sessions=1)
+    assert cost.per_pipeline["ShallowConvNet"]["epochs"] == 10 * 1000
+    assert "up to 10,000 training epochs" in cost.text()
+
+
+@needs_deep
+def test_chat_proposes_deep_pipeline_human_approves_export_describes_it(tmp_path):
+    """A session: the assistant proposes a network, the human approves, the export says it."""
+    from chatbci.assistant.offline import OfflineBackend
+    from chatbci.assistant.session import Session
+    from chatbci.export import bibtex, methods_section
+    from chatbci.workspace import Workspace
+
+    ws = Workspace.create(tmp_path / "study", title="Deep study", goal="Left vs right",
+                          datasets=["SimulatedMI"], subjects="1")
+    session = Session(ws, backend=OfflineBackend(), human="ada", n_jobs=1)
+    turn = session.send("define pipeline TinyNet: ShallowFBCSPNet(max_epochs=2, "
+                        "n_filters_time=4, n_filters_spat=4, filter_time_length=9, "
+                        "pool_time_length=25, pool_time_stride=10, batch_size=16)")
+    session.approve(turn.suggestions[0].id, "small enough for a first look")
+    turn = session.send("suggest a deep pipeline: try TinyNet on subject 1")
+    (sugg,) = turn.suggestions
+    assert sugg.payload["action"]["args"]["pipelines"] == ["TinyNet", "TS+LR"]
+    assert sugg.payload["estimate"]["epochs"] == 10 * 2  # 2 sessions x 5 folds x 2
+    done = session.approve(sugg.id, "go")
+    assert done.tool_results, done.text
+    run = ws.journal.events(kind="run")[-1].payload
+    net = run["deep"]["TinyNet"]
+    assert net["networks"]["shallowfbcspnet"]["seed"] == run["config"]["random_state"]
+    assert net["versions"]["braindecode"]
+    session.close()
+
+    text = methods_section(ws, "md")
+    assert "Deep-learning decoders" in text
+    assert "Shallow ConvNet" in text and "at most 2 epochs" in text
+    assert "early after 300 epochs" in text and "20 % of each training fold" in text
+    assert f"seeded with {run['config']['random_state']}" in text
+    assert f"braindecode {net['versions']['braindecode']}" in text
+    assert "[@schirrmeister2017deep]" in text
+    bib = bibtex(ws)
+    assert "@article{schirrmeister2017deep," in bib and "Human Brain Mapping" in bib
+    ws.close()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ._text import escape_latex
+from .deep import deep_bib_entries
 from .record import load_record
 
 __all__ = ["CORE_KEYS", "BibEntry", "bib_entries", "bibliography_items", "bibtex",
@@ -375,6 +376,46 @@ _METHOD_ENTRIES = {
         "doi": "10.48550/arXiv.2302.04508"}),
 }
 
+#: braindecode and the papers of its networks (chatbci.bci.deep), by DOI.
+_DEEP_ENTRIES = {
+    "10.1002/hbm.23730": BibEntry("article", "schirrmeister2017deep", {
+        "author": _names("Schirrmeister, Robin Tibor; Springenberg, Jost Tobias; Fiederer, "
+                         "Lukas Dominique Josef; Glasstetter, Martin; Eggensperger, Katharina; "
+                         "Tangermann, Michael; Hutter, Frank; Burgard, Wolfram; Ball, Tonio"),
+        "title": "Deep learning with convolutional neural networks for EEG decoding and "
+                 "visualization",
+        "journal": "Human Brain Mapping", "volume": "38", "number": "11",
+        "pages": "5391--5420", "year": "2017", "doi": "10.1002/hbm.23730"}),
+    "10.1088/1741-2552/aace8c": BibEntry("article", "lawhern2018eegnet", {
+        "author": _names("Lawhern, Vernon J.; Solon, Amelia J.; Waytowich, Nicholas R.; "
+                         "Gordon, Stephen M.; Hung, Chou P.; Lance, Brent J."),
+        "title": "EEGNet: a compact convolutional neural network for EEG-based "
+                 "brain-computer interfaces",
+        "journal": "Journal of Neural Engineering", "volume": "15", "number": "5",
+        "pages": "056013", "year": "2018", "doi": "10.1088/1741-2552/aace8c"}),
+    "10.1109/tnsre.2022.3230250": BibEntry("article", "song2023eeg", {
+        "author": _names("Song, Yonghao; Zheng, Qingqing; Liu, Bingchuan; Gao, Xiaorong"),
+        "title": "EEG Conformer: convolutional transformer for EEG decoding and "
+                 "visualization",
+        "journal": "IEEE Transactions on Neural Systems and Rehabilitation Engineering",
+        "volume": "31", "pages": "710--719", "year": "2023",
+        "doi": "10.1109/TNSRE.2022.3230250"}),
+    "10.1109/tii.2022.3197419": BibEntry("article", "altaheri2023physics", {
+        "author": _names("Altaheri, Hamdi; Muhammad, Ghulam; Alsulaiman, Mansour"),
+        "title": "Physics-informed attention temporal convolutional network for EEG-based "
+                 "motor imagery classification",
+        "journal": "IEEE Transactions on Industrial Informatics", "volume": "19",
+        "number": "2", "pages": "2249--2258", "year": "2023",
+        "doi": "10.1109/TII.2022.3197419"}),
+}
+_METHOD_ENTRIES.update(_DEEP_ENTRIES)
+
+
+def deep_model_entries() -> dict:
+    """BibTeX key -> entry of braindecode and its networks' papers."""
+    return {e.key: e for e in _DEEP_ENTRIES.values()}
+
+
 _DOI = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:\s*)?(10\.\d{4,9}/\S+)$", re.I)
 _ARXIV = re.compile(r"^(?:https?://arxiv\.org/(?:abs|pdf)/|arxiv:\s*)(\d{4}\.\d{4,5})(?:v\d+)?"
                     r"(?:\.pdf)?$", re.I)
@@ -556,6 +597,7 @@ def bib_entries(record) -> list:
             add([_dataset_entry(ds)])
     for citation, pipelines in _pipeline_citations(record).items():
         add([_method_entry(citation, pipelines)])
+    add(deep_bib_entries(record))  # braindecode and the networks' papers
     for info in record.ai_actors.values():
         if info["is_llm"]:
             add([_llm_entry(record, info)])

@@ -14,6 +14,7 @@ from __future__ import annotations
 from ._blocks import UL, H, P, bold, cite, code, plain_text
 from ._text import compact_json, count_phrase, fmt_num, ranges
 from .bibtex import citation_key, dataset_keys, llm_key
+from .deep import deep_methods_blocks
 from .record import load_record
 
 __all__ = ["MOABB_FILTER", "methods_blocks", "methods_facts", "methods_section",
@@ -488,6 +489,7 @@ def methods_blocks(record, *, level=1) -> list:
         blocks.append(UL(items))
         if f["engine_notes"]:
             blocks.append(P(" ".join(n["text"] for n in f["engine_notes"])))
+        blocks += deep_methods_blocks(record, sub)  # networks: architecture, training
 
     stats = f["statistics"]
     if stats["comparisons"]:
