@@ -419,6 +419,14 @@ class _Leave(Exception):
     """The human asked to leave the chat (Ctrl-C twice)."""
 
 
+class _AnswerStopped(BaseException):
+    """Raised in ``on_delta`` to end an answer the human stopped while it streamed.
+
+    A BaseException: the session passes it on instead of journaling it as a
+    failure of the model (it was no failure).
+    """
+
+
 class _Chat:
     """The terminal chat's loop: the prompt, the turns, Ctrl-C.
 
@@ -542,21 +550,29 @@ class _Chat:
             activity.stop()
         if not done.is_set():  # it did not stop in time; the human insisted
             raise _Leave
-        if "error" in box:
+        cut = isinstance(box.get("error"), _AnswerStopped)
+        if "error" in box and not cut:
             raise box["error"]
         result = box.get("result")
+        if cut:
+            print("\n  chatbci: the answer was stopped; what streamed is not journaled.")
         if stopped_at is not None:
-            _journal_stop(session, what, result)
+            _journal_stop(session, what, result, answer_cut=cut)
             self.armed = self.stopped = True  # said once the result is on screen
             if leave:
                 raise _Leave
         return result
 
 
-def _journal_stop(session, what, turn):
+def _journal_stop(session, what, turn, answer_cut=False):
     """Record in the journal that the human stopped ``what`` with Ctrl-C, and its effect."""
     stopped = []
     first = None
+    if answer_cut:  # no turn came back: the answer was to the human's last message
+        asked = session.workspace.journal.events(kind="message", actor=session.human,
+                                                 limit=1)
+        first = asked[-1].id if asked else None
+        stopped.append("the assistant's answer, cut off while it streamed (not journaled)")
     for ev in getattr(turn, "events", None) or []:
         first = first if first is not None else ev.id
         if ev.kind == "tool_result" and not ev.payload.get("ok", True):
@@ -687,6 +703,8 @@ def _send(session, text, activity=None):
     line = {"open": False, "reprefix": False}  # the streamed answer's cursor
 
     def on_delta(fragment):
+        if session.stop.is_set():  # Ctrl-C: end the stream (llm.py lets it through)
+            raise _AnswerStopped
         out = stream.feed(fragment)
         if out:
             with activity.lock:

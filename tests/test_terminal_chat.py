@@ -97,6 +97,38 @@ def test_log_prints_actors_whole(tmp_path, capsys):
     assert len(starts) == 1
 
 
+def test_ctrl_c_cuts_a_streaming_answer_and_journals_the_stop(tmp_path, fake_llm, capsys):
+    import _thread
+    import threading
+
+    from conftest import llm_session
+
+    from chatbci.assistant.testing import Reply
+    from chatbci.cli import _Chat, _send
+
+    ws = Workspace.create(tmp_path / "s", title="t", goal="g")
+    # About 16 s of streamed words: Ctrl-C after 1.5 s must end it at once.
+    fake_llm.script([Reply.text("word " * 800, chunk_size=5, delay=0.02)])
+    session = llm_session(ws, fake_llm)
+    timer = threading.Timer(1.5, _thread.interrupt_main)  # Ctrl-C, as the terminal sends it
+    timer.start()
+    t0 = time.monotonic()
+    result = _Chat(session).run("the assistant's turn",
+                                lambda activity: _send(session, "hello", activity))
+    seconds = time.monotonic() - t0
+    timer.cancel()
+    assert result is None and seconds < 8
+    out = capsys.readouterr().out
+    assert out.startswith("ai> word") and "the answer was stopped" in out
+    (stop,) = [e for e in ws.journal.events(kind="note") if e.payload.get("op") == "stop"]
+    (asked,) = ws.journal.events(kind="message", actor="human")
+    assert stop.parent_id == asked.id and "cut off while it streamed" in stop.payload["text"]
+    assert not ws.journal.events(kind="message", actor="ai")
+    assert not ws.journal.events(kind="error")  # a stop is no failure of the model
+    session.close()
+    ws.close()
+
+
 # -- tmux: the chat in a real terminal, Ctrl-C included ----------------------------------
 
 
