@@ -370,3 +370,30 @@ def test_runs_with_other_seeds_are_meta_analysed_not_pooled(tmp_path, monkeypatc
     md = results_table(ws, "md")
     assert "seed 42" in md and "seed 7" in md and "Meta-analysis over datasets and seeds" in md
     ws.close()
+
+
+def test_panel_never_crowns_a_pipeline_run_on_fewer_subjects(mixed_ws):
+    pytest.importorskip("ipywidgets")
+    from chatbci.assistant.session import Session
+    from chatbci.jupyter.render import result_widgets
+    from chatbci.workspace import Workspace
+
+    with Workspace.open(mixed_ws) as ws:
+        s = Session(ws, human="ada", n_jobs=1)
+        s.send("show results")
+        s.close()
+        ev = [e for e in ws.journal.events(kind="tool_result")
+              if e.payload["tool"] == "show_results"][-1]
+        rows = ev.payload["summary"]["results"]
+        html = "".join(getattr(w, "value", "") for w in result_widgets(ev, ws.path))
+    import re
+
+    style = html.split("</style>")[0]  # Styler marks the best row's cells by id
+    marked = {int(i) for i in re.findall(r"_row(\d+)_col\d+", style)}
+    assert marked == {0} and rows[0]["ranked"] and rows[0]["pipeline"] != "TS+LR"
+    # The panel: an unranked pipeline on 2 subjects with the top mean is not crowned.
+    from chatbci.jupyter.render import _best_row
+
+    table = pd.DataFrame(rows).assign(mean=[0.70, 0.65, 0.95])
+    assert _best_row(table) == ("pipeline", rows[0]["pipeline"])
+    assert _best_row(table.assign(seed=["42", "7", "42"])) is None  # two groups: no best

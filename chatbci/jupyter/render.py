@@ -827,6 +827,23 @@ def comparison_widgets(summary):
     return [_result_html(caption + styled_table(pd.DataFrame(rows)))]
 
 
+def _best_row(df):
+    """``("pipeline", name)`` of the row to mark best in a results table, or None.
+
+    A ``show_results`` table (``ranked`` column) is ranked like for like
+    (:func:`chatbci.bci.statistics.like_for_like`): only a pipeline ranked on
+    the subjects it shares with the others can be best, never one scored on
+    fewer subjects, and only when the table holds one dataset/evaluation/seed.
+    """
+    if "ranked" not in df.columns:
+        return ("pipeline", df.sort_values("mean", ascending=False)["pipeline"].iloc[0])
+    ranked = df[df["ranked"].astype(str).str.lower() == "true"]
+    keys = [k for k in ("dataset", "evaluation", "seed") if k in df.columns]
+    if len(ranked) < 2 or len(ranked.drop_duplicates(keys)) != 1:
+        return None
+    return ("pipeline", ranked["pipeline"].iloc[0])
+
+
 def result_widgets(ev, root):
     """Widgets for a tool result: tables (pandas, styled) and figures."""
     p = ev.payload
@@ -858,7 +875,7 @@ def result_widgets(ev, root):
                 continue
             best = None
             if {"pipeline", "mean"} <= set(df.columns) and len(df):
-                best = ("pipeline", df.sort_values("mean", ascending=False)["pipeline"].iloc[0])
+                best = _best_row(df)
             out.append(_result_html(styled_table(df, highlight=best)))
         else:
             out.append(_result_html(f'<div class="cb-caption">file {esc(rel)}</div>'))
