@@ -385,7 +385,7 @@ def describe_action(action):
         pipes = args.get("pipelines") or []
         subjects = args.get("subjects")
         if isinstance(subjects, list):
-            subjects = ",".join(map(str, subjects))
+            subjects = _subjects_text(subjects)
         text = (f"benchmark {_and(pipes) if pipes else 'pipelines'} on "
                 f"{args.get('dataset', 'SimulatedMI')}"
                 + (f" subjects {subjects}" if subjects else ""))
