@@ -415,8 +415,11 @@ def test_unseeded_randomness_finds_what_really_draws_random_numbers():
 
 
 def test_filter_bank_pipelines_carry_the_moabb_difference_note():
+    from chatbci.bci.benchmark import UnseededWarning
+
     ds = small_dataset()
-    df = run_benchmark("FBCSP+SVM,CSP+LDA", dataset=ds, subjects=[1], progress=False)
+    with pytest.warns(UnseededWarning, match="score_func: {name: mutual_info_classif"):
+        df = run_benchmark("FBCSP+SVM,CSP+LDA", dataset=ds, subjects=[1], progress=False)
     notes = df.attrs["chatbci"]["engine_notes"]
     (fb,) = [n for n in notes if n["kind"] == "filter_bank"]
     assert fb["pipeline"] == "FBCSP+SVM"
