@@ -361,6 +361,9 @@ def test_offline_says_did_you_mean_for_a_misspelt_name_and_runs_nothing(ws):
     assert kinds(turn.events) == ["message", "message"]
     assert "did you mean TS+LR?" in session.send("benchmark ts_lr please").text
     assert "did you mean benchmark?" in session.send("benchmrak everything").text
+    # A misspelt dataset is not replaced by the workspace's default dataset.
+    turn = session.send("explore subject 1 of Physionet")
+    assert "did you mean PhysionetMI?" in turn.text and not turn.tool_results
     # Dataset names are matched forgivingly, not corrected.
     turn = session.send("describe bnci2014-001")
     assert turn.tool_results[0].payload["summary"]["name"] == "BNCI2014_001"

@@ -444,9 +444,11 @@ def _did_you_mean(text, known=()):
         if key in by_key and by_key[key] not in named:
             hints.append((token, [by_key[key]]))
             continue
-        looks_like_name = bool(re.search(r"[+\-_]|\d|[A-Z]{2}", token))
-        if looks_like_name:
-            close = difflib.get_close_matches(key, list(by_key), n=2, cutoff=0.75)
+        # Name-like (CamelCase, digits, + - _) is held to a looser match than a word.
+        looks_like_name = bool(re.search(r"[+\-_]|\d|.[A-Z]", token))
+        if looks_like_name or len(key) >= 6:
+            close = difflib.get_close_matches(key, list(by_key), n=2,
+                                              cutoff=0.75 if looks_like_name else 0.85)
             if close:
                 hints.append((token, [by_key[c] for c in close]))
                 continue
