@@ -29,7 +29,7 @@ HELP = f"""{LABEL}: I did not understand that. I can:
 - benchmark CSP+LDA, TS+LR and MDM on SimulatedMI subjects 1-5 [cross-session]
 - suggest pipelines
 - define pipeline MyTS: Covariances(estimator=oas) + TangentSpace + LogisticRegression(C=0.5)
-- compare pipelines / show results
+- compare pipelines / show results / which pipeline is best? / what are the scores?
 - note: <title>: <text>   /   search notes for <words>
 - list components
 To work with a language model instead, set OPENAI_API_KEY (OpenAI), or OPENAI_BASE_URL for
