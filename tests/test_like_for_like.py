@@ -397,3 +397,20 @@ def test_panel_never_crowns_a_pipeline_run_on_fewer_subjects(mixed_ws):
     table = pd.DataFrame(rows).assign(mean=[0.70, 0.65, 0.95])
     assert _best_row(table) == ("pipeline", rows[0]["pipeline"])
     assert _best_row(table.assign(seed=["42", "7", "42"])) is None  # two groups: no best
+
+
+def test_panel_comparison_shows_n_min_p_and_pipelines_apart(mixed_ws):
+    pytest.importorskip("ipywidgets")
+    from chatbci.assistant.session import Session
+    from chatbci.jupyter.render import comparison_widgets
+    from chatbci.workspace import Workspace
+
+    with Workspace.open(mixed_ws) as ws:
+        s = Session(ws, human="ada", n_jobs=1)
+        s.send("compare pipelines")
+        s.close()
+        summary = _last_result(ws, "compare_pipelines")
+    html = "".join(w.value for w in comparison_widgets(summary))
+    assert "min p" in html and "0.125" in html and "1-3" in html
+    assert "Not ranked (scored on other subjects): TS+LR (n = 2, subjects 4-5)" in html
+    assert "no test can reach p &lt; 0.05" in html

@@ -818,13 +818,22 @@ def comparison_widgets(summary):
         for pair in c.get("vs_best") or []:
             rows.append({"dataset": c.get("dataset"), "evaluation": c.get("evaluation"),
                          "best": c.get("best"), "best mean": c.get("best_mean"),
-                         "vs": pair.get("worse"), "p": pair.get("p"), "SMD": pair.get("smd"),
-                         "test": c.get("test"), "subjects": c.get("n_subjects")})
+                         "vs": pair.get("worse"), "p": pair.get("p"),
+                         "min p": pair.get("min_p", c.get("min_p")), "SMD": pair.get("smd"),
+                         "test": c.get("test"), "n": c.get("n_subjects"),
+                         "subjects": c.get("subjects")})
     if not rows:
         return []
     caption = ('<div class="cb-caption">Paired tests of the best pipeline against each of '
-               "the others (MOABB; SMD: standardised mean difference)</div>")
-    return [_result_html(caption + styled_table(pd.DataFrame(rows)))]
+               "the others on the subjects they share (MOABB; min p: the smallest p that n "
+               "allows; SMD: standardised mean difference)</div>")
+    apart = [f"{a.get('pipeline')} (n = {a.get('n_subjects')}, subjects {a.get('subjects')})"
+             for c in summary.get("comparisons") or [] for a in c.get("not_ranked") or []]
+    notes = [c["caution"] for c in summary.get("comparisons") or [] if c.get("caution")]
+    extra = "".join(f'<div class="cb-caption">{esc(t)}</div>' for t in (
+        ["Not ranked (scored on other subjects): " + "; ".join(apart)] if apart else [])
+        + [f"Caution: {n}." for n in notes])
+    return [_result_html(caption + styled_table(pd.DataFrame(rows)) + extra)]
 
 
 def _best_row(df):
