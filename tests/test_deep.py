@@ -286,6 +286,8 @@ def test_chat_proposes_deep_pipeline_human_approves_export_describes_it(tmp_path
     ws = Workspace.create(tmp_path / "study", title="Deep study", goal="Left vs right",
                           datasets=["SimulatedMI"], subjects="1")
     session = Session(ws, backend=OfflineBackend(), human="ada", n_jobs=1)
+    shown = []  # what the panel's / terminal's progress bar shows
+    session.progress = lambda done, total, text: shown.append(text)
     turn = session.send("define pipeline TinyNet: ShallowFBCSPNet(max_epochs=2, "
                         "n_filters_time=4, n_filters_spat=4, filter_time_length=9, "
                         "pool_time_length=25, pool_time_stride=10, batch_size=16)")
@@ -296,6 +298,7 @@ def test_chat_proposes_deep_pipeline_human_approves_export_describes_it(tmp_path
     assert sugg.payload["estimate"]["epochs"] == 10 * 2  # 2 sessions x 5 folds x 2
     done = session.approve(sugg.id, "go")
     assert done.tool_results, done.text
+    assert "ShallowFBCSPNet epoch 2/2" in " ".join(shown)  # per-epoch progress
     run = ws.journal.events(kind="run")[-1].payload
     net = run["deep"]["TinyNet"]
     assert net["networks"]["shallowfbcspnet"]["seed"] == run["config"]["random_state"]

@@ -640,6 +640,29 @@ def benchmark_cost(ws, plan):
                          dataset_code=ds.code, history=workspace_results(ws))
 
 
+def _with_epoch_progress(progress, specs):
+    """``(on_progress, context)``: deep networks also report each training epoch.
+
+    The UI's progress keeps counting (subject, pipeline) steps; while a
+    network trains, its text says which epoch it is at (from the workers,
+    through :func:`chatbci.bci.deep.follow_epochs`).
+    """
+    import contextlib
+
+    from chatbci.bci import deep
+
+    if progress is None or not any(deep.max_epochs_of(s) for s in specs):
+        return progress, contextlib.nullcontext()
+    last = [0, 1]
+
+    def on_progress(done, total, text):
+        last[:] = [done, total]
+        progress(done, total, text)
+
+    return on_progress, deep.follow_epochs(
+        lambda info: progress(last[0], last[1], deep.epoch_text(info)))
+
+
 @TOOLS.register("run_benchmark", BenchmarkArgs, Cost.COMPUTE, precheck=_benchmark_precheck)
 def run_benchmark_tool(ctx, args):
     """Benchmark pipelines on a dataset's subjects with a MOABB evaluation (same
@@ -653,13 +676,15 @@ def run_benchmark_tool(ctx, args):
     if ctx.stop.is_set():
         raise StopRequested("run_benchmark: stopped by the human before it started; "
                             "nothing was computed.")
+    on_progress, following = _with_epoch_progress(ctx.progress, plan["specs"])
     try:
-        results = run_benchmark(
-            plan["specs"], dataset=plan["dataset"], subjects=plan["subjects"],
-            evaluation=plan["evaluation"], random_state=plan["random_state"],
-            cache_dir=ws.path_for("results", "cache"), n_jobs=ctx.n_jobs, progress=False,
-            on_progress=ctx.progress, stop=ctx.stop,
-        )
+        with following:
+            results = run_benchmark(
+                plan["specs"], dataset=plan["dataset"], subjects=plan["subjects"],
+                evaluation=plan["evaluation"], random_state=plan["random_state"],
+                cache_dir=ws.path_for("results", "cache"), n_jobs=ctx.n_jobs,
+                progress=False, on_progress=on_progress, stop=ctx.stop,
+            )
     except BenchmarkStopped as err:
         # The journal records this message: say who stopped it and what was kept.
         how = ("interrupted by the human (KeyboardInterrupt)" if err.reason == "interrupted"

@@ -54,6 +54,8 @@ __all__ = [
     "deep_versions",
     "describe_network",
     "epoch_listener",
+    "epoch_text",
+    "follow_epochs",
     "max_epochs_of",
     "receptive_field",
     "require_deep",
@@ -761,6 +763,77 @@ def epoch_listener(callback: Callable[[dict], None]) -> Iterator[None]:
 #: Environment variable naming a file that every network appends one JSON line
 #: per epoch to (worker processes report their progress through it).
 PROGRESS_FILE_ENV = "CHATBCI_DEEP_PROGRESS_FILE"
+
+
+def epoch_text(info: Mapping[str, Any]) -> str:
+    """One line for a progress bar, e.g. ``"ShallowFBCSPNet epoch 12/1000, valid loss 0.61"``."""
+    text = f"{info['model']} epoch {info['epoch']}/{info['max_epochs']}"
+    if info.get("valid_loss") is not None:
+        text += f", valid loss {info['valid_loss']:.3g}"
+    elif info.get("train_loss") is not None:
+        text += f", train loss {info['train_loss']:.3g}"
+    return text
+
+
+@contextlib.contextmanager
+def follow_epochs(callback: Callable[[dict], None], poll_s: float = 0.2) -> Iterator[None]:
+    """Call ``callback(info)`` for every epoch trained, here or in worker processes.
+
+    Networks append one JSON line per epoch to the file named by
+    :data:`PROGRESS_FILE_ENV`; the benchmark forwards that variable to its
+    workers. This sets it to a temporary file while the block runs and
+    follows the file from a thread.
+
+    Parameters
+    ----------
+    callback : callable
+        Receives what :func:`epoch_listener` callbacks receive, plus ``pid``.
+        Errors it raises are ignored (progress must not end the work).
+    poll_s : float
+        Seconds between reads of the file.
+    """
+    import json
+    import tempfile
+    import threading
+
+    fd, path = tempfile.mkstemp(prefix="chatbci-epochs-", suffix=".jsonl")
+    os.close(fd)
+    previous = os.environ.get(PROGRESS_FILE_ENV)
+    os.environ[PROGRESS_FILE_ENV] = path
+    done = threading.Event()
+
+    def follow():
+        offset = 0
+        while True:
+            finished = done.is_set()
+            try:
+                with open(path) as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+            except OSError:
+                chunk = ""
+            complete = chunk[:chunk.rfind("\n") + 1]  # a line being written waits
+            offset += len(complete.encode())
+            for line in complete.splitlines():
+                with contextlib.suppress(Exception):
+                    callback(json.loads(line))
+            if finished:
+                return
+            done.wait(poll_s)
+
+    thread = threading.Thread(target=follow, name="chatbci-epochs", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(5)
+        if previous is None:
+            os.environ.pop(PROGRESS_FILE_ENV, None)
+        else:
+            os.environ[PROGRESS_FILE_ENV] = previous
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _progress_callback(model: str, max_epochs: int):
