@@ -237,3 +237,24 @@ def test_tutorial_notebooks_are_committed_without_outputs():
         dirty = [i for i, c in enumerate(nb.cells)
                  if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count"))]
         assert not dirty, f"{path.name}: clear the outputs of cells {dirty} before committing"
+
+
+def test_forest_plot_keeps_room_for_its_intervals():
+    # Group labels name dataset, evaluation, paradigm and seed; in a single
+    # column they squeezed the axes to nothing ("axes sizes collapsed to zero").
+    from chatbci.bci.figures import forest_plot
+    from chatbci.bci.statistics import like_for_like
+
+    rng = np.random.default_rng(0)
+    rows = [dict(dataset="PhysionetMI", evaluation="within-session",
+                 paradigm="LeftRightImagery", seed=seed, pipeline=pipe, subject=str(s),
+                 session="0", score=base + 0.02 * rng.standard_normal(), run="1",
+                 time="2026-01-01T00:00:01", pipeline_digest=None, samples=45.0,
+                 samples_test=9.0, n_classes=2.0)
+            for seed in ("42", "7") for pipe, base in (("X", 0.75), ("Y", 0.7))
+            for s in range(1, 7)]
+    fig = forest_plot(like_for_like(pd.DataFrame(rows)), "X", "Y")
+    fig.canvas.draw()
+    ax_width = fig.axes[0].get_window_extent().width / fig.bbox.width
+    assert ax_width > 0.3, f"the intervals get {ax_width:.0%} of the figure's width"
+    assert fig.get_size_inches()[0] <= DOUBLE_COLUMN

@@ -538,7 +538,11 @@ def forest_plot(comparisons, pipe1, pipe2, ax=None):
     n_rows = len(groups) + (1 if len(meta) else 0)
     with figure_style():
         if ax is None:
-            fig, ax = new_figure(figsize=figure_size("single", aspect=0.16 + 0.09 * n_rows))
+            # Group labels name dataset, evaluation, paradigm and seed: a page
+            # width keeps room for the intervals beside long ones.
+            wide = max(len(g[0]) for g in groups) > 28
+            fig, ax = new_figure(figsize=(DOUBLE_COLUMN if wide else SINGLE_COLUMN,
+                                          round(SINGLE_COLUMN * (0.16 + 0.09 * n_rows), 2)))
         else:
             fig = ax.figure
         labels = []
