@@ -250,7 +250,7 @@ table.chatbci-table caption { caption-side: top; text-align: left; color: var(--
 .chatbci-quick .widget-button:hover:enabled { color: var(--cb-accent);
   border-color: var(--cb-accent); }
 .chatbci-progress { align-items: center; gap: 4px 8px; padding: 2px 12px; flex-wrap: wrap; }
-.chatbci-progress .widget-progress { flex: 1 1 200px; margin: 0; }
+.chatbci-progress .widget-hprogress { flex: 1 1 200px; margin: 0; }
 .chatbci-progress .widget-html { flex: 1 1 260px; }
 .chatbci-progress .widget-html-content { font-size: 12px; color: var(--cb-muted); }
 .chatbci-status .widget-html-content { font-size: 11.5px; color: var(--cb-muted); }
