@@ -127,8 +127,8 @@ def test_datasets_carry_their_display_name_and_no_watermark():
 
 
 def test_plots_leave_global_matplotlib_state_as_found():
-    plt.rcParams["font.family"] = "serif"  # the user's own choice
-    try:
+    # rc_context restores the suite's settings after this test's own change.
+    with matplotlib.rc_context({"font.family": "serif"}):  # the user's own choice
         before = {k: v for k, v in plt.rcParams.items()}
         score_plot(_results(LOW_SUBJECTS))
         paired_plot(_results(LOW_SUBJECTS), "TS+LR", "CSP+LDA")
@@ -140,8 +140,7 @@ def test_plots_leave_global_matplotlib_state_as_found():
         fig, ax = plt.subplots()
         line, = ax.plot([0, 1])
         assert line.get_color() == before["axes.prop_cycle"].by_key()["color"][0]
-    finally:
-        matplotlib.rcdefaults()
+        assert ax.xaxis.label.get_fontfamily() == ["serif"]
 
 
 def test_benchmark_figures_fit_a_journal_column():
