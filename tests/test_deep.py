@@ -215,6 +215,14 @@ def test_fitted_network_reports_epochs_and_patterns():
     result = deep.spatial_patterns(clf, X, n_show=3)
     assert result["patterns"].shape == (3, X.shape[1])
     assert np.all(np.diff(result["variance"]) <= 0)
+    import mne
+
+    from chatbci.bci.simulated import CHANNELS
+
+    info = mne.create_info(list(CHANNELS), 128.0, "eeg")
+    info.set_montage("standard_1020")
+    fig = deep.plot_patterns(result, info)
+    assert len([ax for ax in fig.axes if ax.get_title()]) == 3  # one topomap per unit
 
 
 @needs_deep
