@@ -10,6 +10,7 @@ compiled with plain BibTeX and with biblatex + biber.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from chatbci.export import bib_entries, disclosure, export, load_record, methods_section
 from chatbci.export._text import count_phrase
 from chatbci.export.bibtex import citation_key, format_references, release_year
+from chatbci.assistant.session import assistant_manifest
 from chatbci.workspace import Workspace
 
 CITATIONS = ["https://doi.org/10.1007/BF01129656", "https://doi.org/10.1109/MSP.2008.4408441"]
@@ -69,7 +71,9 @@ def study(tmp_path):
     ws = Workspace.create(tmp_path / "study", title="Refs study", goal="Cite it right",
                           datasets=["PhysionetMI"])
     j = ws.journal
-    j.start_session(backend="openai", model="gpt-4o-mini", is_llm=True)
+    # As a Session does: the prompt templates and tool catalog, stored and named.
+    j.start_session(backend="openai", model="gpt-4o-mini", is_llm=True,
+                    assistant_manifest=assistant_manifest(ws))
     m = j.append("message", "human:ada", {"text": "Benchmark CSP+LDA and mine"})
     # One model call (request r1) produced two events: its metadata is counted once.
     j.append("message", "ai:gpt-4o-mini", {"text": "Planning.", "llm": _llm("r1")}, m.id)
@@ -340,7 +344,7 @@ def test_disclosure_reports_model_access_sampling_prompts_and_tools(study, tmp_p
     current, stale = by_ref[system.ref], by_ref["state@v0:0123456789ab"]
     assert current["ref"] == system.ref and current["text"] == system.template
     assert current["sha256"] == system.sha256
-    assert stale["text"] is None and "not available" in stale["source"]
+    assert stale["text"] is None and "not recorded" in stale["source"]
     assert [t["name"] for t in d["tools"]] == TOOLS.names()
     assert {t["cost"] for t in d["tools"]} == {"read-only", "compute", "writes"}
     assert d["declaration"].startswith("During the preparation of this work the author(s) used")
@@ -362,10 +366,37 @@ def test_disclosure_reports_model_access_sampling_prompts_and_tools(study, tmp_p
     assert not re.search(r"(?:^|[.!?]\s+)\d", d["statement"]), d["statement"]
 
 
+def test_disclosure_reads_the_journaled_manifest_not_the_installed_assistant(study):
+    """The export never imports the assistant (dependencies point one way); the
+    template texts come from the file the session stored, checked by its hash."""
+    import subprocess
+    import sys
+
+    code = ("import sys, json; from chatbci.export.disclosure import disclosure; "
+            f"d = disclosure({str(study.path)!r}); "
+            "assert not [m for m in sys.modules if m.startswith('chatbci.assistant')], "
+            "sorted(m for m in sys.modules if m.startswith('chatbci.assistant')); "
+            "print(json.dumps([{t['name']: bool(t['text']) for t in d['prompts']}, "
+            "len(d['tools'])]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    texts, n_tools = json.loads(out.stdout.strip().splitlines()[-1])
+    assert texts["system"] is True and n_tools > 5
+    # A manifest edited after the fact no longer matches its name: no text, no catalog.
+    (start,) = [e for e in study.journal.events(kind="session_start")
+                if "assistant_manifest" in e.payload]
+    path = study.path / start.payload["assistant_manifest"]
+    path.write_text(path.read_text().replace("You are", "You were"))
+    d = disclosure(study)
+    assert all(t["text"] is None for t in d["prompts"]) and d["tools"] == []
+
+
 def test_offline_disclosure_names_no_generative_ai(tmp_path):
     ws = Workspace.create(tmp_path / "off", title="Off", goal="g", datasets=["SimulatedMI"])
     j = ws.journal
-    j.start_session(backend="offline", model="offline-rules", is_llm=False)
+    j.start_session(backend="offline", model="offline-rules", is_llm=False,
+                    assistant_manifest=assistant_manifest(ws))
     m = j.append("message", "human:ada", {"text": "hello"})
     j.append("message", "ai:offline-rules", {"text": "hi"}, m.id)
     j.end_session()

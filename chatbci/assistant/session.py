@@ -160,7 +160,8 @@ class Session:
         cfg = self.workspace.config
         self._session_event = self.workspace.journal.start_session(
             seeds={"random_state": cfg.random_state}, backend=self.backend.name,
-            model=self.backend.model, is_llm=bool(self.backend.is_llm))
+            model=self.backend.model, is_llm=bool(self.backend.is_llm),
+            assistant_manifest=assistant_manifest(self.workspace))
 
     # -- properties -----------------------------------------------------------
 
@@ -652,6 +653,27 @@ class Session:
                 f"#{sugg.id}{': ' + rationale if rationale else ''}. Result of {tool.name}: "
                 f"{reply if isinstance(reply, str) else json.dumps(reply)}]"))
             return turn
+
+
+def assistant_manifest(workspace) -> str:
+    """Store what the assistant was given -- its prompt templates in full and its
+    tool catalog -- in the workspace; return the artifact's path.
+
+    The session's ``session_start`` event names the file, so an export can print
+    the templates (each checked against the hash journaled with every model
+    call) and the catalog as supplementary material without importing the
+    assistant (dependencies point one way). Content-addressed: sessions with
+    the same chatbci share one file.
+    """
+    manifest = {
+        "prompts": [{"name": p.name, "version": p.version, "sha256": p.sha256,
+                     "text": p.template} for p in prompts.load_all()],
+        "tools": [{"name": t.name, "cost": t.cost.value,
+                   "description": t.description.split(". ")[0].rstrip(".") + "."}
+                  for t in TOOLS],
+    }
+    blob = json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False).encode()
+    return workspace.artifacts.put_bytes(blob, ".json", category="files")
 
 
 def _redact_typed(turn, text):

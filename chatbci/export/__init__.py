@@ -25,11 +25,14 @@ Each takes an open :class:`~chatbci.workspace.Workspace`, a workspace folder,
 or a :class:`SessionRecord` from :func:`load_record` (read the journal once,
 use it many times).
 
-This package imports only :mod:`chatbci.workspace`, the standard library,
-Jinja2, pybtex (references, when formatted) and (for notebooks) nbformat.
-One exception, at call time: the AI-use disclosure reads the prompt
-templates' text and the tool catalog from :mod:`chatbci.assistant`, because
-the journal records templates by hash only.
+This package imports :mod:`chatbci.workspace`, the statistics of
+:mod:`chatbci.bci.statistics` (pure pandas: the one like-for-like ranking
+that tables, methods and the assistant share), the standard library,
+Jinja2, pybtex (references, when formatted) and (for notebooks) nbformat;
+never :mod:`chatbci.assistant`. The AI-use disclosure reads the prompt
+templates' text and the tool catalog from the manifest each session stored
+in the workspace and named in its ``session_start`` event, checked against
+the hashes journaled with every model call.
 """
 
 from .bibtex import BibEntry, bib_entries, bibtex

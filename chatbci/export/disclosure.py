@@ -14,6 +14,8 @@ take responsibility, and that the AI is not an author.
 
 from __future__ import annotations
 
+import json
+
 from ._blocks import TABLE, UL, H, P, code
 from ._text import count_phrase
 from .record import load_record
@@ -348,8 +350,8 @@ def disclosure(workspace_or_record) -> dict:
          # Only a language model was prompted: the rule-based assistant's
          # requests name templates it never sends to a model.
          "prompts": prompt_templates(list(dict.fromkeys(
-             ref for a in assistants if a["is_llm"] for ref in a["prompt_templates"]))),
-         "tools": tool_catalog() if assistants else []}
+             ref for a in assistants if a["is_llm"] for ref in a["prompt_templates"])), record),
+         "tools": tool_catalog(record) if assistants else []}
     d["statement"] = _statement(record, d)
     d["declaration"] = _declaration(record, d)
     d["placement"] = _placement(record, d)
@@ -423,27 +425,57 @@ def _parse_ref(ref):
     return name, int(version), digest
 
 
-def prompt_templates(refs) -> list:
+def _manifests(record) -> list:
+    """The assistant manifests the record's sessions journaled, oldest first.
+
+    Each ``session_start`` names the file where the session stored its prompt
+    templates and tool catalog (:func:`chatbci.assistant.session.assistant_manifest`);
+    a file whose content no longer matches its content-addressed name is
+    ignored, like a missing one.
+    """
+    from chatbci.workspace import ArtifactStore
+
+    store = ArtifactStore(record.path)
+    out, seen = [], set()
+    for it in record.items:
+        rel = it.payload.get("assistant_manifest") if it.kind == "session_start" else None
+        if not isinstance(rel, str) or rel in seen:
+            continue
+        seen.add(rel)
+        try:
+            if store.check(rel):
+                out.append(json.loads(store.path(rel).read_text(encoding="utf-8")))
+        except (OSError, ValueError):  # unsafe path, unreadable or not JSON: not evidence
+            continue
+    return out
+
+
+def prompt_templates(refs, record=None) -> list:
     """The prompt templates the journal names, with their full text where it is known.
 
     Parameters
     ----------
     refs : list of str
         ``name@vN:hash12`` references, as journaled with each model call.
+    record : SessionRecord | None
+        Where to find the texts: the assistant manifests its sessions stored.
 
     Returns
     -------
     templates : list of dict
         ``ref``, ``name``, ``version``, ``sha256`` (the journaled prefix, or
-        the full hash when the text is known), ``text`` (the template as
-        shipped, or None) and ``source``: the text is that of the installed
-        chatbci only when its SHA-256 starts with the journaled hash; a
-        template edited since the session is reported as not available.
+        the full hash when the text is known), ``text`` (or None) and
+        ``source``: a text is given only when a manifest journaled by a
+        session holds the template with this version and a SHA-256 starting
+        with the journaled hash.
     """
-    from chatbci.assistant import prompts  # the templates ship with the assistant
-
     if not refs:
         return []
+    known = {}
+    for manifest in (_manifests(record) if record is not None else []):
+        for p in manifest.get("prompts") or []:
+            if isinstance(p, dict) and isinstance(p.get("sha256"), str):
+                known[(p.get("name"), p.get("version"), p["sha256"])] = p
     out = []
     for ref in refs:
         parsed = _parse_ref(ref)
@@ -452,31 +484,23 @@ def prompt_templates(refs) -> list:
         if parsed:
             name, version, digest = parsed
             entry.update(name=name, version=version, sha256=digest,
-                         source="not shipped with the installed chatbci")
-            try:
-                shipped = prompts.load(name)
-            except ValueError:
-                shipped = None
-            if shipped is not None:
-                if shipped.version == version and shipped.sha256.startswith(digest):
-                    entry.update(sha256=shipped.sha256, text=shipped.template,
-                                 source="installed chatbci (hash verified)")
-                else:
-                    entry["source"] = (f"the installed chatbci ships {shipped.ref}, not this "
-                                       "version: text not available")
+                         source="text not recorded in this workspace")
+            for (n, v, sha), p in known.items():
+                if n == name and v == version and sha.startswith(digest):
+                    entry.update(sha256=sha, text=p.get("text"),
+                                 source="recorded by the session (hash verified)")
+                    break
         out.append(entry)
     return out
 
 
-def tool_catalog() -> list:
-    """The assistant's tools: ``name``, ``cost`` class and a one-line ``description``."""
-    from chatbci.assistant.tools import TOOLS
-
-    out = []
-    for tool in TOOLS:
-        first = tool.description.split(". ")[0].rstrip(".") + "."
-        out.append({"name": tool.name, "cost": tool.cost.value, "description": first})
-    return out
+def tool_catalog(record=None) -> list:
+    """The assistant's tools: ``name``, ``cost`` class and a one-line ``description``,
+    as the newest session of ``record`` recorded them."""
+    manifests = _manifests(record) if record is not None else []
+    tools = manifests[-1].get("tools") if manifests else None
+    return [{"name": t.get("name"), "cost": t.get("cost"), "description": t.get("description")}
+            for t in tools or [] if isinstance(t, dict)]
 
 
 def _tool_version(record) -> str:

@@ -50,3 +50,10 @@ def load(name: str) -> Prompt:
     meta = yaml.safe_load(front)
     return Prompt(meta["name"], int(meta["version"]), body.strip(),
                   hashlib.sha256(raw.encode()).hexdigest())
+
+
+def load_all() -> list[Prompt]:
+    """Every prompt template shipped with chatbci, by name."""
+    files = resources.files(__name__)
+    return [load(p.name[:-3]) for p in sorted(files.iterdir(), key=lambda p: p.name)
+            if p.name.endswith(".md")]
