@@ -179,6 +179,26 @@ def test_best_with_qualifiers_is_a_ranking(study):
         assert not check(study, text).claims, text
 
 
+def test_smallest_attainable_p_is_its_own_quantity(tmp_path):
+    """Regression: "min p = 0.0625" was read as the test's p-value and contradicted."""
+    ws = Workspace.create(tmp_path / "minp", title="Min p", goal="g")
+    j = ws.journal
+    call = j.append("tool_call", "ai:m", {"tool": "compare_pipelines", "args": {}})
+    res = j.append("tool_result", "system", {"tool": "compare_pipelines", "ok": True, "summary": {
+        "comparisons": [{"best": "TS+LR", "best_mean": 0.81, "n_subjects": 4, "min_p": 0.0625,
+                         "vs_best": [{"better": "TS+LR", "worse": "CSP+LDA", "p": 0.3125,
+                                      "smd": 0.4, "n_subjects": 4, "min_p": 0.0625}]}]}},
+        call.id)
+    cite = f"[compare_pipelines #{res.id}]"
+    c = only(check_claims(f"The min p = 0.0625 here {cite}.", j), "number")
+    assert c.verdict == "supported" and c.evidence.path.endswith("min_p")
+    c = only(check_claims(f"The smallest attainable p-value is 0.03 {cite}.", j), "number")
+    assert c.verdict == "contradicted" and c.quantity == "min_p"
+    c = only(check_claims(f"TS+LR vs CSP+LDA: p = 0.3125 {cite}.", j), "number")
+    assert c.verdict == "supported" and c.quantity == "p"
+    ws.close()
+
+
 def test_significance(study):
     _, _, _, ids = study
     comp = ids["compare_payload"]["summary"]["comparisons"][0]

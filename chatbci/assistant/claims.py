@@ -491,7 +491,11 @@ _DIFF_WORDS = re.compile(r"\b(?:higher|lower|more|less|better|worse|above|below|
                          r"points?|pp|increase\w*|decrease\w*|outperform\w*|beat\w*|"
                          r"exceed\w*|surpass\w*)\b", re.I)
 
-_LABELS = [  # (quantity, regex on the text just before the number)
+_LABELS = [  # (quantity, regex on the text just before the number); the first match wins
+    # "min p = 0.0625", "the smallest attainable p-value is 0.125": what n allows, not a result
+    ("min_p", re.compile(r"\b(?:min(?:imum)?|smallest|lowest)\s+(?:(?:attainable|possible|"
+                         r"achievable|reachable)\s+)?p(?:[- ]?val(?:ue)?s?)?\s*"
+                         r"(?:=|:|of|was|is|equals?)?\s*$", re.I)),
     ("p", re.compile(r"\bp(?:[- ]?val(?:ue)?s?)?\s*(?:=|:|of|was|is|equals?)?\s*$", re.I)),
     ("n", re.compile(r"\bn\s*(?:=|:)\s*$", re.I)),
     ("sd", re.compile(r"(?:\u00b1|\+/-|\+-|\bsds?\b|\bs\.d\.|\bstd\b|standard deviation)"
@@ -520,6 +524,7 @@ _NOUNS = [  # (quantity, regex on the text just after the number)
 ]
 _QUANTITY_KEYS = {
     "p": re.compile(r"^(?:p|p_?val(?:ue)?|pvalue|vs_best_p|p_adj\w*|p_corr\w*)$"),
+    "min_p": re.compile(r"^(?:min_p|min_p_value|smallest_p)$"),
     "n": re.compile(r"^(?:n|n_subjects|n_participants|subjects|len\(subjects\))$"),
     "sd": re.compile(r"^(?:sd|std|vs_best_sd)$"),
     "effect": re.compile(r"^(?:smd|vs_best_smd|effect_size|hedges_g|g|cohen_d|d)$"),
@@ -533,7 +538,8 @@ _QUANTITY_KEYS = {
     "hz": re.compile(r"^(?:sfreq|frequency_hz|\w*_hz|fmin|fmax|hz)$"),
 }
 _ANY_KEY = {"score", "epochs"}  # matched on any key of the path (auc.C3.mu, n_epochs.left)
-_QUANTITY_WORDS = {"p": "p-value", "n": "number of subjects", "sd": "sd", "effect": "effect size",
+_QUANTITY_WORDS = {"p": "p-value", "min_p": "smallest attainable p-value",
+                   "n": "number of subjects", "sd": "sd", "effect": "effect size",
                    "score": "score", "epochs": "number of epochs", "channels": "channels",
                    "sessions": "sessions", "datasets": "datasets", "classes": "classes",
                    "folds": "folds", "hz": "frequency"}
