@@ -764,7 +764,7 @@ def _tools_handler(llama, messages, functions=None, function_call=None, tools=No
         first = complete(prompt, max_tokens=max_tokens, stop=stops)
         text, finish = first["text"], first["finish_reason"] or "stop"
         stripped = text.lstrip()
-        declared = [t.get("function", {}).get("name") for t in tools]
+        declared = [t.get("function", {}).get("name") for t in tools or ()]  # none: bare
         wants = mode == "auto" and (
             stripped.startswith(_CALL_INTENT) or "<tool_call>" in text
             or '"arguments"' in text
