@@ -480,6 +480,10 @@ def test_progress_reports_steps_elapsed_and_eta(study, panels):
     decide(panel, "approve", "")
     steps = [x for x in labels if "step " in x and " of 3" in x]
     assert steps and any("elapsed" in x for x in steps)
+    # Inside a subject, each pipeline's folds are reported as they finish.
+    folds = [x for x in labels if re.search(r"subject [1-3] · CSP\+LDA fold \d+ of 10", x)]
+    assert any("subject 1 · CSP+LDA fold 1 of 10" in x for x in folds), labels[:5]
+    assert len({re.search(r"subject \d · CSP\+LDA fold \d+", x).group() for x in folds}) > 3
     assert any(re.search(r"about \d+ (s|min)", x) and "left" in x for x in steps), steps
     assert "finished" in panel.progress_label.value and panel.progress.bar_style == "success"
     assert panel.stop_button.disabled and not panel.busy

@@ -640,6 +640,27 @@ def benchmark_cost(ws, plan):
                          dataset_code=ds.code, history=workspace_results(ws))
 
 
+def _with_fold_progress(progress):
+    """``(on_progress, on_fold)``: each fit of a pipeline on a fold also moves the text.
+
+    The UI's progress keeps counting (subject, pipeline) steps; between them
+    its text says which subject, pipeline and fold is done, so a subject's
+    folds are seen as they finish.
+    """
+    if progress is None:
+        return None, None
+    last = [0, 1]
+
+    def on_progress(done, total, text):
+        last[:] = [done, total]
+        progress(done, total, text)
+
+    def on_fold(subject, pipeline, fold, n_folds):
+        progress(last[0], last[1], f"subject {subject} · {pipeline} fold {fold} of {n_folds}")
+
+    return on_progress, on_fold
+
+
 def _with_epoch_progress(progress, specs):
     """``(on_progress, context)``: deep networks also report each training epoch.
 
@@ -676,14 +697,15 @@ def run_benchmark_tool(ctx, args):
     if ctx.stop.is_set():
         raise StopRequested("run_benchmark: stopped by the human before it started; "
                             "nothing was computed.")
-    on_progress, following = _with_epoch_progress(ctx.progress, plan["specs"])
+    on_progress, on_fold = _with_fold_progress(ctx.progress)
+    on_progress, following = _with_epoch_progress(on_progress, plan["specs"])
     try:
         with following:
             results = run_benchmark(
                 plan["specs"], dataset=plan["dataset"], subjects=plan["subjects"],
                 evaluation=plan["evaluation"], random_state=plan["random_state"],
                 cache_dir=ws.path_for("results", "cache"), n_jobs=ctx.n_jobs,
-                progress=False, on_progress=on_progress, stop=ctx.stop,
+                progress=False, on_progress=on_progress, on_fold=on_fold, stop=ctx.stop,
             )
     except BenchmarkStopped as err:
         # The journal records this message: say who stopped it and what was kept.

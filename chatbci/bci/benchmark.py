@@ -571,12 +571,13 @@ def _plan(X, y, entries):
 
 
 def _score_folds(plans, y, metadata, folds, scoring, random_state, score_per_session,
-                 check=None):
+                 check=None, on_fit=None):
     """Score all planned pipelines on the given folds.
 
     ``folds`` holds ``(fold index, (train, test))``; ``check``, when given,
     is called before each fit and stops the work (:class:`_Stop`) when it
-    returns True. Returns per-fold records: (fold index, pipeline name, test
+    returns True; ``on_fit(pipeline name, fold index)``, when given, after
+    each fit. Returns per-fold records: (fold index, pipeline name, test
     session, score, fit seconds, n_train, n_test, n_classes).
     """
     sessions = metadata["session"].to_numpy()
@@ -604,6 +605,8 @@ def _score_folds(plans, y, metadata, folds, scoring, random_state, score_per_ses
             for (session, idx, yt), Xt in zip(groups, X_tests):
                 records.append((fold, name, session, float(scorer(est, Xt, yt)), seconds,
                                 len(train), len(idx), len(np.unique(yt))))
+            if on_fit is not None:
+                on_fit(name, fold)
     return records
 
 
@@ -883,6 +886,23 @@ class _Task:
     fold: tuple | None = None  # cross-subject: (train, test)
     shared: object = None  # cross-subject: plans, y, metadata (or a file of them)
     n_channels: int | None = None
+    # Per-fit progress (run_benchmark's on_fold): a callable when the task runs here,
+    # else a file the worker appends "pipeline<TAB>fold<TAB>n folds" lines to.
+    on_fit: object = None
+    fits_file: str | None = None
+
+
+def _fit_reporter(task, n_folds):
+    """``on_fit(name, fold)`` for a subject task: to ``task.on_fit`` or its file."""
+    if task.on_fit is not None:
+        return lambda name, fold: task.on_fit(name, fold, n_folds)
+    if task.fits_file is None:
+        return None
+
+    def write(name, fold):
+        with open(task.fits_file, "a", encoding="utf-8") as f:
+            f.write(f"{name}\t{fold}\t{n_folds}\n")
+    return write
 
 
 def _run_task(task, check=None):
@@ -907,7 +927,8 @@ def _run_task(task, check=None):
         if chosen:
             records = _score_folds(_plan(X, y, task.entries), y, metadata, chosen,
                                    task.paradigm.scoring, task.random_state,
-                                   score_per_session=False, check=check)
+                                   score_per_session=False, check=check,
+                                   on_fit=_fit_reporter(task, len(folds)))
         return {"records": records, "n_channels": X.shape[1], "n_folds": len(folds),
                 "per_session_n": metadata["session"].value_counts().to_dict()}
 
@@ -962,7 +983,7 @@ def _units(work, groups, grid_parts):
 def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="left_right",
                   evaluation="within-session", random_state=42, cache_dir=None,
                   n_jobs=1, param_grid=None, progress=True, blas_threads=1,
-                  on_progress=None, should_stop=None, verbose=None, stop=None):
+                  on_progress=None, should_stop=None, verbose=None, stop=None, on_fold=None):
     """Evaluate decoding pipelines on a motor-imagery dataset, as MOABB does.
 
     Parameters
@@ -1001,6 +1022,12 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
         ``on_progress(done, total, text)`` after each unit of work, for UIs:
         ``done`` and ``total`` count steps (a (subject, pipeline) result is
         one step, or one per part of a grid search).
+    on_fold : callable | None
+        ``on_fold(subject, pipeline, fold, n_folds)`` after each fit of a
+        pipeline on one outer fold (``fold`` counts from 1), within- and
+        cross-session, for UIs that show progress inside a subject. Fits in
+        worker processes are reported within about 0.05 s, read from a file
+        each worker appends to.
     should_stop : callable | None
         Polled while work runs; when it returns True the run stops as
         ``stop`` does.
@@ -1078,6 +1105,7 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
 
     run = _Run(ds, evaluation, random_state, caches, blas_threads, log_level, n_jobs,
                is_stopped, on_progress, progress, todo)
+    run.on_fold = on_fold
     with mne.utils.use_log_level(log_level):
         # Missing or damaged files: one clear error now, before any work.
         for par, _ in groups:
@@ -1300,6 +1328,8 @@ class _Run:
         self.bar = None
         self.progress = progress
         self._tmp = None
+        self.on_fold = None
+        self._fits = {}  # fits file -> [subject, bytes read] (on_fold, worker processes)
 
     def close(self):
         if self.bar is not None:
@@ -1342,9 +1372,43 @@ class _Run:
             return
         if self.own_pool:
             n = max(1, min(joblib.effective_n_jobs(self.n_jobs), len(there)))
-            yield from _run_in_pool(there, n, self.is_stopped)
+            yield from _run_in_pool(there, n, self._polled_stop)
         else:
-            yield from _run_with_joblib(there, self.n_jobs, self.is_stopped)
+            yield from _run_with_joblib(there, self.n_jobs, self._polled_stop)
+
+    def _polled_stop(self):
+        # Polled while workers run: the moment to pass on the fits they reported.
+        if self._fits:
+            self._read_fits()
+        return self.is_stopped()
+
+    def _watch_fits(self, calls):
+        """Have each subject task report its fits to ``on_fold`` (here or from a worker)."""
+        if self.on_fold is None:
+            return
+        for _, _, task in calls:
+            if self._inline(task):
+                task.on_fit = (lambda name, fold, n, s=task.subject:
+                               self.on_fold(s, name, fold + 1, n))
+            else:
+                if self._tmp is None:
+                    self._tmp = tempfile.mkdtemp(prefix="chatbci-run-")
+                task.fits_file = os.path.join(self._tmp, f"fits-{len(self._fits)}.txt")
+                self._fits[task.fits_file] = [task.subject, 0]
+
+    def _read_fits(self):
+        for path, seen in self._fits.items():
+            try:
+                with open(path, "rb") as f:
+                    f.seek(seen[1])
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            complete = data[:data.rfind(b"\n") + 1]  # a line being written waits
+            seen[1] += len(complete)
+            for line in complete.decode("utf-8").splitlines():
+                name, fold, n = line.split("\t")
+                self.on_fold(seen[0], name, int(fold) + 1, int(n))
 
     def _start_bar(self, total, desc):
         self.total += total
@@ -1374,12 +1438,15 @@ class _Run:
         units = _units(work, groups, grid_parts)
         calls = [(i, _run_task, self._task("subject", s, par, unit_entries, part=part))
                  for i, (s, par, unit_entries, part) in enumerate(units)]
+        self._watch_fits(calls)
         self._start_bar(sum(len(u[2]) for u in units),
                         f"{display_name(self.ds)} {self.evaluation} ({len(work)} subjects)")
         slots = {}  # (par, subject, name) -> [records, parts received]
         gen = self._execute(calls)
         try:
             for i, result in gen:
+                if self._fits:
+                    self._read_fits()  # this unit's last fits before its result
                 s, par, unit_entries, (_, k) = units[i]
                 for entry in unit_entries:
                     slot = slots.setdefault((id(par), s, entry.name), [[], 0])
