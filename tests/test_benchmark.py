@@ -305,7 +305,7 @@ def test_cli_bench_writes_moabb_columns_and_prints_statistics(tmp_path, capsys):
         assert col in df.columns
     assert set(df["pipeline"]) == {"CSP+LDA", "MDM"}
     text = capsys.readouterr().out
-    assert "±" in text and "p=" in text and "CSP+LDA" in text
+    assert "±" in text and "p = " in text and "min p" in text and "CSP+LDA" in text
 
 
 def test_cli_errors_are_one_clear_line(capsys):
