@@ -66,9 +66,10 @@ def real_llm_server(request, tmp_path_factory):
     import llm_server
 
     if os.environ.get("CHATBCI_REAL_LLM", "").strip() not in ("1", "true", "yes"):
-        # The trial session with a real 0.5B model takes 20+ minutes on 2 CPU cores.
-        pytest.skip("the real-model trial runs only with CHATBCI_REAL_LLM=1 (it takes 20+ min "
-                    "on 2 CPU cores; see tests/llm_server.py for the server and model)")
+        # The trial session with a real 0.5B model takes minutes on 2 CPU cores.
+        pytest.skip("the real-model trial runs only with CHATBCI_REAL_LLM=1, as .ci/run sets "
+                    "(about 8 min on 2 CPU cores; see tests/llm_server.py for the server "
+                    "and model)")
     reason = llm_server.unavailable_reason()
     if reason is not None:
         if os.environ.get("CHATBCI_REQUIRE_REAL_LLM", "").strip() in ("1", "true", "yes"):
