@@ -856,7 +856,7 @@ class ChatPanel(widgets.VBox):
 
 
 #: The goal a workspace made by :func:`chat` starts with (the human sets the real one).
-NEW_GOAL = "Not set yet: describe the research goal (chatbci.Workspace.open(path).configure(goal=...))"
+NEW_GOAL = "Not set yet (edit goal in workspace.toml)"
 
 
 def _open_or_create(path, create):
@@ -938,8 +938,8 @@ def chat(path_or_workspace, backend=None, *, human="researcher", n_jobs=-1,
         panel.created = True
         panel._append(render.system_line(
             f"Created a new workspace <b>{esc(target.config.title)}</b> in "
-            f"<code>{esc(target.path.resolve())}</code> (there was none). Tell the assistant "
-            "your research goal and datasets, or edit <code>workspace.toml</code> there."))
+            f"<code>{esc(target.path.resolve())}</code> (there was none). Set its research goal "
+            "and datasets in <code>workspace.toml</code> there; the assistant reads them."))
     if display:
         from IPython.display import display as _display
 
