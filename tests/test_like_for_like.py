@@ -414,3 +414,39 @@ def test_panel_comparison_shows_n_min_p_and_pipelines_apart(mixed_ws):
     assert "min p" in html and "0.125" in html and "1-3" in html
     assert "Not ranked (scored on other subjects): TS+LR (n = 2, subjects 4-5)" in html
     assert "no test can reach p &lt; 0.05" in html
+
+
+def test_exports_name_comparisons_that_newer_runs_superseded(mixed_ws):
+    """Regression: runs are journaled under the dataset's code (SimulatedMI-<hash>) and
+    comparisons under its display name, so the exports never found a comparison stale."""
+    from chatbci.export import methods_section, results_table
+    from chatbci.export.record import load_record
+    from chatbci.workspace import Workspace
+
+    with Workspace.open(mixed_ws) as ws:
+        first = [e for e in ws.journal.events(kind="tool_result")
+                 if e.payload["tool"] == "compare_pipelines"][0]
+        last_run = ws.journal.events(kind="run")[-1]
+    assert first.id < last_run.id
+    record = load_record(mixed_ws)
+    caption = results_table(record, "md")
+    assert "superseded" in caption and f"#{first.id}" in caption
+    assert f"#{first.id}" in methods_section(record)
+
+
+def test_chat_and_exports_name_the_dataset_once(mixed_ws):
+    """Regression: the comparison answer and the disclosure said 'SimulatedMI-6b48168cb2'."""
+    from chatbci.assistant.session import Session
+    from chatbci.export import disclosure
+    from chatbci.export.record import load_record
+    from chatbci.workspace import Workspace
+
+    with Workspace.open(mixed_ws) as ws:
+        s = Session(ws, human="ada", n_jobs=1)
+        text = s.send("compare pipelines").text
+        s.close()
+        (c,) = _last_result(ws, "compare_pipelines")["comparisons"]
+    assert "SimulatedMI-" not in text and "SimulatedMI" in text
+    assert c["dataset"] == "SimulatedMI" and c["dataset_code"].startswith("SimulatedMI-")
+    runs = disclosure(load_record(mixed_ws))["runs"]
+    assert runs and {r["dataset"] for r in runs} == {"SimulatedMI"}

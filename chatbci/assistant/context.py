@@ -162,13 +162,15 @@ def _results_state(ws, max_items):
     """
     from chatbci.bci.statistics import like_for_like, stale_comparisons, subject_ranges
 
+    from chatbci.bci.datasets import display_name
+
     from .tools import journal_results
 
     df = journal_results(ws, limit=20)
     results = {}
     comparisons = like_for_like(df, tests=False) if len(df) else []
     for c in comparisons:
-        key = f"{c.key['dataset']} / {c.key['evaluation'] or '?'}"
+        key = f"{display_name(c.key['dataset'])} / {c.key['evaluation'] or '?'}"
         if c.key.get("seed") not in (None, ""):
             key += f" / seed {c.key['seed']}"
         if c.key.get("cohort"):
@@ -209,7 +211,7 @@ def _results_state(ws, max_items):
         if ev.payload.get("tool") != "compare_pipelines" or not ev.payload.get("ok"):
             continue
         for c in (ev.payload.get("summary") or {}).get("comparisons") or []:
-            compares.append({"id": ev.id, "dataset": c.get("dataset"),
+            compares.append({"id": ev.id, "dataset": c.get("dataset_code", c.get("dataset")),
                              "evaluation": c.get("evaluation"), "seed": c.get("seed")})
     stale = stale_comparisons(compares, runs)
     if stale:

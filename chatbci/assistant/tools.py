@@ -874,8 +874,16 @@ def _above_chance(df):
 
 
 def _group_summary(c):
-    """The key of a like-for-like group, for tool results."""
-    return {k: v for k, v in c.key.items() if v not in (None, "")}
+    """The key of a like-for-like group, for tool results: the dataset by the one name
+    it is shown by, with the code its runs are journaled under (``dataset_code``) to
+    match them."""
+    from chatbci.bci.datasets import display_name
+
+    out = {k: v for k, v in c.key.items() if v not in (None, "")}
+    if out.get("dataset"):
+        out["dataset_code"] = out["dataset"]
+        out["dataset"] = display_name(out["dataset"])
+    return out
 
 
 @TOOLS.register("show_results", ResultsArgs, Cost.READ_ONLY)

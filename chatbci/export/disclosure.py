@@ -184,7 +184,10 @@ def _runs(record) -> list:
         origin = record.origin(call) if call is not None else {"by": "system"}
         cfg = run.payload["config"]
         out.append({"event_id": run.id, "config_hash": run.payload.get("config_hash"),
-                    "dataset": cfg.get("dataset"), "evaluation": cfg.get("evaluation"),
+                    # The name the dataset is shown by (its code is in the config).
+                    "dataset": ((run.payload.get("protocol") or {}).get("dataset") or {})
+                    .get("name") or cfg.get("dataset"),
+                    "evaluation": cfg.get("evaluation"),
                     "subjects": cfg.get("subjects"),
                     "pipelines": list(cfg.get("pipelines") or {}),
                     "origin": _origin_name(origin),

@@ -171,7 +171,8 @@ def _superseded(record):
     runs = [{"id": it.id, "dataset": it.payload["config"].get("dataset"),
              "evaluation": it.payload["config"].get("evaluation"),
              "seed": it.payload["config"].get("random_state")} for it in record.runs]
-    compares = [{"id": res.id, "dataset": c.get("dataset"), "evaluation": c.get("evaluation"),
+    compares = [{"id": res.id, "dataset": c.get("dataset_code", c.get("dataset")),
+                 "evaluation": c.get("evaluation"),
                  "seed": c.get("seed")}
                 for res in record.tool_results("compare_pipelines")
                 for c in (res.payload.get("summary") or {}).get("comparisons", [])]
