@@ -330,7 +330,7 @@ def test_terminal_chat_streams_and_takes_decisions(ws, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "offline assistant (rule-based, not an LLM)" in out
-    assert "suggestion #" in out and "Ran run_benchmark (modified)" in out
+    assert "suggestion #" in out and "Ran run_benchmark (as you modified it)" in out
     assert "CSP+LDA" in out and "±" in out
     assert "rejected" in out
     reopened = Workspace.open(path)
@@ -415,3 +415,24 @@ def test_offline_suggestion_follows_the_goal(tmp_path):
     pipes = ", ".join(args["pipelines"][:-1]) + " and " + args["pipelines"][-1]
     assert f"suggestion #{sugg.id}: benchmark {pipes} on SimulatedMI" in turn.text
     w.close()
+
+
+def test_a_decision_says_what_the_run_did(ws):
+    """Regression: an approved benchmark answered "Ran run_benchmark (as suggested): done."
+    with no scores, and a failure printed the raw summary dict."""
+    s = Session(ws, human="ada", n_jobs=1)
+    turn = s.send("benchmark CSP+LDA and MDM on SimulatedMI subjects 1-2")
+    done = s.approve(turn.suggestions[0].id, "go")
+    (res,) = done.tool_results
+    assert done.text.startswith("Ran run_benchmark (as suggested) on SimulatedMI subjects 1-2:")
+    for name, sc in res.payload["summary"]["scores"].items():
+        assert f"{name} {sc['mean']:.3f} (n = 2)" in done.text
+    assert f"[run_benchmark #{res.id}]" in done.text
+    # A suggestion whose action fails when it runs.
+    sugg = ws.journal.append("suggestion", s.ai, {
+        "action": {"tool": "explore_subject", "args": {"dataset": "SimulatedMI", "subject": 99}},
+        "rationale": "look at subject 99"})
+    failed = s.approve(sugg.id)
+    assert "failed: explore_subject: subject 99 is not in SimulatedMI" in failed.text
+    assert "{" not in failed.text and "as suggested" in failed.text
+    s.close()

@@ -644,15 +644,37 @@ class Session:
             reply = self._run(turn, tool, args, actor=self.human, parent_id=decision.id,
                               author=sugg.actor)
             results = turn.tool_results
-            ok = results and results[-1].payload.get("ok")
-            summary = results[-1].payload.get("summary") if results else None
-            turn.text = (f"Ran {tool.name} ({'as suggested' if verdict == 'accept' else 'modified'})"
-                         + (": done." if ok else f": failed ({summary})."))
+            turn.text = _decision_text(tool.name, verdict, results[-1] if results else None)
             self._notices.append(scrub_text(
                 f"[The human {'accepted' if verdict == 'accept' else 'modified'} suggestion "
                 f"#{sugg.id}{': ' + rationale if rationale else ''}. Result of {tool.name}: "
                 f"{reply if isinstance(reply, str) else json.dumps(reply)}]"))
             return turn
+
+
+def _decision_text(tool_name, verdict, result) -> str:
+    """What running an approved (or modified) suggestion did, in one line for the human:
+    the scores of a benchmark, the error of a failure, what a stop kept."""
+    how = "as suggested" if verdict == "accept" else "as you modified it"
+    summary = (result.payload.get("summary") or {}) if result is not None else {}
+    cite = f" [{tool_name} #{result.id}]" if result is not None else ""
+    if result is None or not result.payload.get("ok"):
+        error = clip_text(summary.get("error") or "no result", 600)
+        if error.startswith(f"{tool_name}: stopped") or "stopped by the human" in error:
+            return f"Stopped {tool_name} ({how}): {error}{cite}"
+        return f"{tool_name} ({how}) failed: {error}{cite}"
+    scores = summary.get("scores")
+    if isinstance(scores, dict) and scores:
+        from chatbci.bci.statistics import subject_ranges
+
+        subjects = summary.get("subjects")
+        subjects = subject_ranges(subjects) if isinstance(subjects, list) else subjects
+        parts = [f"{name} {sc['mean']:.3f} (n = {sc.get('n_subjects', '?')})"
+                 for name, sc in scores.items()
+                 if isinstance(sc, dict) and isinstance(sc.get("mean"), (int, float))]
+        return (f"Ran {tool_name} ({how}) on {summary.get('dataset', '?')} subjects "
+                f"{subjects or '?'}: " + "; ".join(parts) + f".{cite}")
+    return f"Ran {tool_name} ({how}): done.{cite}"
 
 
 def assistant_manifest(workspace) -> str:
