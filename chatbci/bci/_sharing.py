@@ -13,6 +13,11 @@ twice per fold. Both are wasted work:
   on the same training fold) gives the same output for every pipeline that
   starts with it, so it is fitted once per fold (:class:`FoldRunner`).
 
+Given a :class:`~chatbci.bci.store.Store` and the identity of the data, both
+also persist what they computed (``head`` and ``prefix`` entries), so the next
+benchmark of the same subjects (a new pipeline of a design session) reads
+them instead of computing them again.
+
 Both keep the numbers of the unshared computation: the same estimators see
 the same inputs, only fewer times, and every step is called the way
 scikit-learn's :class:`~sklearn.pipeline.Pipeline` calls it
@@ -22,9 +27,11 @@ scikit-learn's :class:`~sklearn.pipeline.Pipeline` calls it
 
 from __future__ import annotations
 
+import hashlib
 from time import perf_counter
 
 import joblib
+import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -36,6 +43,29 @@ def step_key(estimator) -> str:
     """Identity of an unfitted estimator: its class and all its parameters."""
     return joblib.hash((type(estimator).__module__, type(estimator).__qualname__,
                         clone(estimator).get_params(deep=True)))
+
+
+_IDENTITIES: dict = {}
+
+
+def step_identity(estimator) -> str:
+    """:func:`step_key` plus the estimator's code identity: the key of stored outputs.
+
+    A user's transformer edited in place (same class name and parameters,
+    other code) must not be served the stored outputs of its old code, so
+    the key holds :func:`~chatbci.bci.pipelines.code_identity` (package
+    versions, hashes of user code). That costs milliseconds, so it is
+    computed once per class object and parameters in a process (reloading
+    an edited module makes a new class object).
+    """
+    key = step_key(estimator)
+    memo = (type(estimator), key)
+    hit = _IDENTITIES.get(memo)
+    if hit is None:
+        from .pipelines import code_identity
+
+        hit = _IDENTITIES[memo] = key + joblib.hash(code_identity(estimator))[:16]
+    return hit
 
 
 def fit_transform_step(estimator, X, y):
@@ -116,11 +146,19 @@ class StatelessCache:
         stateless step (see :func:`~chatbci.bci.pipelines.is_stateless`)
         learns nothing in ``fit``, so the labels of test epochs cannot leak
         into its output.
+    store : chatbci.bci.store.Store | None
+        Where head outputs persist between runs.
+    data_key : str | None
+        Identity of ``X`` and ``y`` (e.g. the store key of a subject's
+        epochs); a head output is stored under it and the chain's step keys.
+        Nothing is stored without it.
     """
 
-    def __init__(self, X, y):
+    def __init__(self, X, y, store=None, data_key=None):
         self._y = y
         self._arrays = {(): X}
+        self._store = store if data_key is not None else None
+        self._data_key = data_key
 
     def transform(self, head):
         """Apply the chain ``head`` to all epochs (once per distinct chain).
@@ -138,15 +176,39 @@ class StatelessCache:
         key = ()
         X = self._arrays[()]
         for _, est in head:
-            parent, key = key, key + (step_key(est),)
+            parent, key = key, key + (step_identity(est),)
             if key not in self._arrays:
-                Xp = self._arrays[parent]
-                Xt = None if Xp is None else fit_transform_step(clone(est), Xp, self._y)
-                if Xt is not None and len(Xt) != len(Xp):
-                    Xt = None
-                self._arrays[key] = Xt
+                self._arrays[key] = self._compute(parent, key, est)
             X = self._arrays[key]
         return key, X
+
+    def _compute(self, parent, key, est):
+        Xp = self._arrays[parent]
+        if Xp is None:
+            return None
+        skey = None
+        if self._store is not None:
+            skey = self._store.key("head", f"{self._data_key}|{'/'.join(key)}")
+            hit = self._store.get("head", skey)
+            if hit is not None:
+                return hit["X"] if hit["X"].shape != (0,) else None
+        Xt = fit_transform_step(clone(est), Xp, self._y)
+        if len(Xt) != len(Xp):
+            Xt = None
+        if skey is not None and (Xt is None or isinstance(Xt, np.ndarray)):
+            # An unshareable head is remembered as an empty array.
+            stored = self._store.put("head", skey, {"X": np.empty(0) if Xt is None else Xt},
+                                     description={"chain": list(key)})
+            Xt = None if Xt is None else stored["X"]
+        return Xt
+
+
+def fold_key(train, tests) -> str:
+    """Identity of one fold: its training indices and its test index sets."""
+    digest = hashlib.sha256(np.asarray(train, dtype=np.int64).tobytes())
+    for idx in tests:
+        digest.update(b"|" + np.asarray(idx, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:32]
 
 
 class FoldRunner:
@@ -161,26 +223,51 @@ class FoldRunner:
     X_tests : list of array-like
         Test sets to transform with every fitted prefix (one per scored
         session).
+    store : chatbci.bci.store.Store | None
+        Where the outputs of fitted prefixes persist between runs.
+    data_key : str | None
+        Identity of this fold's inputs (data, head and :func:`fold_key`);
+        nothing is stored without it.
     """
 
-    def __init__(self, X_train, y_train, X_tests):
+    def __init__(self, X_train, y_train, X_tests, store=None, data_key=None):
         self.y_train = y_train
         # prefix key -> (train features, [test features], seconds spent fitting)
         self._cache = {(): (X_train, list(X_tests), 0.0)}
+        self._store = store if data_key is not None else None
+        self._data_key = data_key
 
     def _prefix(self, steps):
         """Features after fitting the transformers ``steps``, fitting each once."""
         key = ()
         for _, est in steps:
-            parent, key = key, key + (step_key(est),)
+            parent, key = key, key + (step_identity(est),)
             if key not in self._cache:
-                Xtr, Xtes, _ = self._cache[parent]
-                fitted = clone(est)
-                t0 = perf_counter()
-                Xtr_new = fit_transform_step(fitted, Xtr, self.y_train)
-                elapsed = perf_counter() - t0
-                self._cache[key] = (Xtr_new, [fitted.transform(X) for X in Xtes], elapsed)
+                self._cache[key] = self._fit_step(parent, key, est)
         return key
+
+    def _fit_step(self, parent, key, est):
+        """(train features, test features, fit seconds) of one more prefix step."""
+        skey = None
+        if self._store is not None:
+            skey = self._store.key("prefix", f"{self._data_key}|{'/'.join(key)}")
+            hit = self._store.get("prefix", skey)
+            if hit is not None:
+                n = int(hit["n_tests"][0])
+                return (hit["train"], [hit[f"test{i}"] for i in range(n)],
+                        float(hit["seconds"][0]))
+        Xtr, Xtes, _ = self._cache[parent]
+        fitted = clone(est)
+        t0 = perf_counter()
+        Xtr_new = fit_transform_step(fitted, Xtr, self.y_train)
+        elapsed = perf_counter() - t0
+        Xtes_new = [fitted.transform(X) for X in Xtes]
+        if skey is not None and all(isinstance(a, np.ndarray) for a in [Xtr_new, *Xtes_new]):
+            values = {"train": Xtr_new, "n_tests": np.array([len(Xtes_new)]),
+                      "seconds": np.array([elapsed])}
+            values.update({f"test{i}": X for i, X in enumerate(Xtes_new)})
+            self._store.put("prefix", skey, values, description={"chain": list(key)})
+        return Xtr_new, Xtes_new, elapsed
 
     def fit(self, tail, param_grid=None, scoring=None, random_state=None):
         """Fit the tail of one pipeline.

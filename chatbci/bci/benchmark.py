@@ -551,15 +551,16 @@ def _splitter(evaluation, random_state):
                                 calibration_size=0.0, calibration_labeled=False)
 
 
-def _plan(X, y, entries):
+def _plan(X, y, entries, store=None, data_key=None):
     """Apply each pipeline's stateless head once; keep the per-fold tails.
 
     Returns a dict name -> (head key, tail steps, head output, param grid).
     Pipelines with the same head share one output array. A head that cannot
     be shared (it changed the number of epochs) is fitted per fold with the
-    rest of its pipeline.
+    rest of its pipeline. With a ``store`` and the data's ``data_key``, head
+    outputs persist between runs.
     """
-    cache = _sharing.StatelessCache(X, y)
+    cache = _sharing.StatelessCache(X, y, store=store, data_key=data_key)
     plans = {}
     for entry in entries:
         head, tail = _sharing.split_pipeline(entry.estimator, entry.param_grid)
@@ -571,13 +572,14 @@ def _plan(X, y, entries):
 
 
 def _score_folds(plans, y, metadata, folds, scoring, random_state, score_per_session,
-                 check=None, on_fit=None):
+                 check=None, on_fit=None, store=None, data_key=None):
     """Score all planned pipelines on the given folds.
 
     ``folds`` holds ``(fold index, (train, test))``; ``check``, when given,
     is called before each fit and stops the work (:class:`_Stop`) when it
     returns True; ``on_fit(pipeline name, fold index)``, when given, after
-    each fit. Returns per-fold records: (fold index, pipeline name, test
+    each fit. With a ``store`` and the data's ``data_key``, the outputs of
+    fitted prefixes persist per fold. Returns per-fold records: (fold index, pipeline name, test
     session, score, fit seconds, n_train, n_test, n_classes).
     """
     sessions = metadata["session"].to_numpy()
@@ -592,13 +594,17 @@ def _score_folds(plans, y, metadata, folds, scoring, random_state, score_per_ses
         else:
             groups = [(sessions[test][0], test, y_test)]
         runners = {}
+        fold_id = None if data_key is None else _sharing.fold_key(
+            train, [idx for _, idx, _ in groups])
         for name, (head_key, tail, Xh, grid) in plans.items():
             if check is not None and check():
                 raise _Stop("stop requested")
             runner = runners.get(head_key)
             if runner is None:
                 runner = runners[head_key] = _sharing.FoldRunner(
-                    Xh[train], y_train, [Xh[idx] for _, idx, _ in groups]
+                    Xh[train], y_train, [Xh[idx] for _, idx, _ in groups], store=store,
+                    data_key=(None if fold_id is None else
+                              f"{data_key}|{'/'.join(head_key)}|{fold_id}"),
                 )
             est, X_tests, seconds = runner.fit(tail, grid, scoring, random_state)
             scorer = check_scoring(est, scoring=scoring)
@@ -812,6 +818,16 @@ def _run_in_pool(calls, n_workers, is_stopped, poll_s=0.05):
             _POOL_LOCK.release()
 
 
+def _warm_pool_waiting():
+    """Whether chatbci's worker pool is alive and idle (its workers start nothing)."""
+    if not _POOL_LOCK.acquire(blocking=False):
+        return False
+    try:
+        return _usable(_POOL) and bool(getattr(_POOL, "_processes", None))
+    finally:
+        _POOL_LOCK.release()
+
+
 def _run_inline(calls, is_stopped):
     """Run ``calls`` here, one after the other, checking ``is_stopped`` before each fit."""
     try:
@@ -850,6 +866,33 @@ def _keyed(key, fn, task):
     return key, fn(task)
 
 
+def _task_store(task):
+    """The task's :class:`~chatbci.bci.store.Store`, or None."""
+    if task.store_root is None or task.data_key is None:
+        return None
+    from .store import Store
+
+    return Store(task.store_root)
+
+
+def _load_epochs(task):
+    """A subject's epochs: from the store (memory-mapped) or loaded and stored."""
+    store = _task_store(task)
+    if store is not None:
+        key = store.key("epochs", task.data_key)
+        hit = store.get("epochs", key)
+        if hit is not None:
+            return hit["X"], hit["y"], hit["metadata"]
+        X, y, metadata = load_epochs_array(task.dataset, task.paradigm, task.subject)
+        metadata = metadata.reset_index(drop=True)
+        hit = store.put("epochs", key, {"X": np.asarray(X), "y": np.asarray(y),
+                                        "metadata": metadata},
+                        description={"subject": task.subject})
+        return hit["X"], hit["y"], hit["metadata"]
+    X, y, metadata = load_epochs_array(task.dataset, task.paradigm, task.subject)
+    return X, y, metadata.reset_index(drop=True)
+
+
 def _load_memo(task):
     """The task's subject epochs, loaded once per worker while a run lasts."""
     if _LOADED and next(iter(_LOADED))[0] != task.run_id:
@@ -857,8 +900,7 @@ def _load_memo(task):
     key = (task.run_id, task.paradigm_key, task.subject)
     hit = _LOADED.get(key)
     if hit is None:
-        X, y, metadata = load_epochs_array(task.dataset, task.paradigm, task.subject)
-        hit = _LOADED[key] = (X, y, metadata.reset_index(drop=True))
+        hit = _LOADED[key] = _load_epochs(task)
         while len(_LOADED) > _MEMO_SIZE:
             _LOADED.popitem(last=False)
     else:
@@ -890,6 +932,10 @@ class _Task:
     # else a file the worker appends "pipeline<TAB>fold<TAB>n folds" lines to.
     on_fit: object = None
     fits_file: str | None = None
+    # The intermediate store (chatbci.bci.store) and the identity of this
+    # subject's epochs in it (see _epochs_identity); no store when None.
+    store_root: str | None = None
+    data_key: str | None = None
 
 
 def _fit_reporter(task, n_folds):
@@ -925,10 +971,16 @@ def _run_task(task, check=None):
         chosen = [(f, folds[f]) for f in range(i, len(folds), k)]
         records = []
         if chosen:
-            records = _score_folds(_plan(X, y, task.entries), y, metadata, chosen,
-                                   task.paradigm.scoring, task.random_state,
+            # Deep networks never go through the store (their fits are the
+            # network's, which are not shared anyway).
+            store = None if any(_deep.deep_steps(e.estimator) for e in task.entries) \
+                else _task_store(task)
+            data_key = None if store is None else store.key("epochs", task.data_key)
+            records = _score_folds(_plan(X, y, task.entries, store, data_key), y, metadata,
+                                   chosen, task.paradigm.scoring, task.random_state,
                                    score_per_session=False, check=check,
-                                   on_fit=_fit_reporter(task, len(folds)))
+                                   on_fit=_fit_reporter(task, len(folds)),
+                                   store=store, data_key=data_key)
         return {"records": records, "n_channels": X.shape[1], "n_folds": len(folds),
                 "per_session_n": metadata["session"].value_counts().to_dict()}
 
@@ -983,7 +1035,8 @@ def _units(work, groups, grid_parts):
 def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="left_right",
                   evaluation="within-session", random_state=42, cache_dir=None,
                   n_jobs=1, param_grid=None, progress=True, blas_threads=1,
-                  on_progress=None, should_stop=None, verbose=None, stop=None, on_fold=None):
+                  on_progress=None, should_stop=None, verbose=None, stop=None, on_fold=None,
+                  max_store_bytes=None):
     """Evaluate decoding pipelines on a motor-imagery dataset, as MOABB does.
 
     Parameters
@@ -1039,6 +1092,12 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
         finished (subject, pipeline) result stays cached, and
         :class:`BenchmarkStopped` is raised saying what was kept. A
         KeyboardInterrupt (Ctrl-C, Kernel->Interrupt) stops the same way.
+    max_store_bytes : int | None
+        Size bound of the intermediate store under ``<cache_dir>/store``
+        (epochs, covariances, fitted shared prefixes; see
+        :mod:`chatbci.bci.store`), applied after the run by removing the
+        least recently used entries: None for the default (2 GB), ``0`` for
+        no store. Without ``cache_dir`` nothing is stored.
 
     Returns
     -------
@@ -1106,6 +1165,8 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
     run = _Run(ds, evaluation, random_state, caches, blas_threads, log_level, n_jobs,
                is_stopped, on_progress, progress, todo)
     run.on_fold = on_fold
+    if cache_dir is not None and max_store_bytes != 0:
+        run.store_root = str(Path(cache_dir) / STORE_FOLDER)
     with mne.utils.use_log_level(log_level):
         # Missing or damaged files: one clear error now, before any work.
         for par, _ in groups:
@@ -1143,6 +1204,8 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
             ) from err
         finally:
             run.close()
+            if run.store_root is not None and run.kept:
+                _prune_store(run.store_root, max_store_bytes)
 
     df = _to_dataframe(rows + run.rows, ds, names, subjects)
     notes = _trial_warnings(df, ds, groups, evaluation)
@@ -1289,8 +1352,22 @@ def _result_cache(cache_dir, ds, par, evaluation, random_state, subjects):
     stamps = _data_stamps(ds, par, subjects) if cache_dir is not None else {}
     units = {} if evaluation == "cross-subject" else {
         s: f"subject-{s}-data-{stamp}" for s, stamp in stamps.items()}
-    return ResultCache(cache_dir, _cache_context(ds, par, evaluation, random_state,
-                                                 subjects, stamps), units)
+    cache = ResultCache(cache_dir, _cache_context(ds, par, evaluation, random_state,
+                                                  subjects, stamps), units)
+    cache.stamps = stamps
+    return cache
+
+
+def _epochs_identity(ds, par, subject, stamp, versions):
+    """Canonical text of everything that changes a subject's epochs (a store key).
+
+    The dataset and paradigm configuration, the subject, its data files'
+    names, sizes and modification times (``stamp``, see :func:`_data_stamps`)
+    and the versions of the libraries that load and filter them.
+    """
+    return _to_json(dict(dataset=_public_state(ds), paradigm=_public_state(par),
+                         subject=subject, data=stamp, versions=versions,
+                         engine=ENGINE_VERSION), fallback=repr, sort_keys=True)
 
 
 def _trial_warnings(df, ds, groups, evaluation):
@@ -1329,6 +1406,9 @@ class _Run:
         self.progress = progress
         self._tmp = None
         self.on_fold = None
+        self.store_root = None  # the intermediate store (str), set by run_benchmark
+        self.small = False  # one quick unit: run here (see _inline)
+        self.versions = _versions()
         self._fits = {}  # fits file -> [subject, bytes read] (on_fold, worker processes)
 
     def close(self):
@@ -1342,6 +1422,11 @@ class _Run:
         _SHARED.clear()
 
     def _task(self, kind, subject, par, entries, **kw):
+        if self.store_root is not None and kind == "subject":
+            kw.setdefault("store_root", self.store_root)
+            kw.setdefault("data_key", _epochs_identity(
+                self.ds, par, subject, getattr(self.caches[id(par)], "stamps", {}).get(subject),
+                self.versions))
         return _Task(kind=kind, subject=subject, dataset=self.ds, paradigm=par,
                      paradigm_key=_sha(json.dumps(_public_state(par), default=repr))[:16],
                      entries=entries, evaluation=self.evaluation,
@@ -1356,10 +1441,14 @@ class _Run:
         fit, and no worker has to start (seconds of imports). Grid searches
         run in a worker even then, so that a stop can kill a fit that takes
         minutes. So do deep networks (their training takes minutes too).
+
+        A small job (one unit without a grid search, e.g. one subject) runs
+        here whatever ``n_jobs`` is, unless a warm worker pool is waiting:
+        starting workers costs seconds of imports, more than its fits.
         """
         if not self.own_pool:
             return self.n_jobs == 1
-        return self.n_jobs == 1 and (task.kind == "load" or not any(
+        return (self.n_jobs == 1 or self.small) and (task.kind == "load" or not any(
             e.param_grid or _deep.deep_steps(e.estimator) for e in task.entries))
 
     def _execute(self, calls):
@@ -1436,6 +1525,8 @@ class _Run:
         """Within- and cross-session: units per subject (see :func:`_units`)."""
         grid_parts = 5 if self.evaluation == "within-session" else max(1, self.ds.n_sessions)
         units = _units(work, groups, grid_parts)
+        quick = [u for u in units if not any(e.param_grid for e in u[2])]
+        self.small = len(quick) == 1 and not _warm_pool_waiting()
         calls = [(i, _run_task, self._task("subject", s, par, unit_entries, part=part))
                  for i, (s, par, unit_entries, part) in enumerate(units)]
         self._watch_fits(calls)
@@ -1528,6 +1619,23 @@ class _Run:
                               f"{'+'.join(e.name for e in batch)}")
         finally:
             gen.close()
+
+
+#: The intermediate store's folder inside a cache directory.
+STORE_FOLDER = "store"
+
+
+def store_of(cache_dir, max_bytes=None):
+    """The intermediate :class:`~chatbci.bci.store.Store` of a cache directory."""
+    from .store import DEFAULT_MAX_BYTES, Store
+
+    return Store(Path(cache_dir) / STORE_FOLDER,
+                 DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
+
+
+def _prune_store(root, max_bytes):
+    with contextlib.suppress(OSError):
+        store_of(Path(root).parent, max_bytes).prune()
 
 
 def _to_dataframe(rows, dataset, pipeline_order, subject_order):
