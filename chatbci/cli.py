@@ -80,6 +80,55 @@ def _cmd_bench(args):
     return 0
 
 
+def _cache_store(path):
+    """The intermediate store of a cache folder, or of a workspace's results/cache."""
+    from .bci.store import Store
+
+    folder = Path(path)
+    if (folder / "workspace.toml").is_file():
+        from .workspace import Workspace
+
+        with Workspace.open(folder) as ws:
+            folder = ws.path_for("results", "cache")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No cache folder at {path}: give the --cache-dir of "
+                                "`chatbci bench` or a workspace folder.")
+    # Only the store module: showing or pruning never imports MNE or MOABB.
+    return Store(folder / "store")
+
+
+def _cmd_cache(args):
+    import datetime as dt
+
+    from .bci.store import KINDS, format_size, parse_size
+
+    store = _cache_store(args.path)
+    if args.clear or args.prune is not None:
+        bound = 0 if args.clear else parse_size(args.prune)
+        removed = store.prune(bound)
+        print(f"removed {len(removed)} entries "
+              f"({format_size(sum(e['bytes'] for e in removed))}); "
+              f"{format_size(store.size())} left in {store.root}")
+        return 0
+    entries = store.entries()
+    print(f"intermediate store {store.root}: {len(entries)} entries, "
+          f"{format_size(sum(e['bytes'] for e in entries))} "
+          f"(bounded to {format_size(store.max_bytes)} after each benchmark)")
+    print(f"{'kind':<8} {'entries':>8} {'size':>10}  last used (UTC)")
+    for kind in KINDS:
+        mine = [e for e in entries if e["kind"] == kind]
+        last = (dt.datetime.fromtimestamp(max(e["last_used"] for e in mine), dt.timezone.utc)
+                .strftime("%Y-%m-%d %H:%M") if mine else "-")
+        print(f"{kind:<8} {len(mine):>8} {format_size(sum(e['bytes'] for e in mine)):>10}"
+              f"  {last}")
+    if args.entries:
+        for e in entries:
+            used = dt.datetime.fromtimestamp(e["last_used"], dt.timezone.utc)
+            print(f"  {e['kind']:<7} {e['key'][:16]}  {format_size(e['bytes']):>10}  "
+                  f"{used:%Y-%m-%d %H:%M:%S}")
+    return 0
+
+
 # -- workspace commands (chatbci.workspace) ---------------------------------------
 
 
@@ -1060,6 +1109,20 @@ def build_parser():
                    help="subjects in parallel (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser(
+        "cache", help="show or prune the store of intermediate results",
+        description="The content-addressed store under <cache-dir>/store (a workspace's "
+                    "results/cache/store): epochs, covariances and fitted tangent spaces "
+                    "that later benchmarks reuse. Shows entries by kind, size and last "
+                    "use; --prune removes the least recently used down to a size.",
+    )
+    p.add_argument("path", help="a --cache-dir of `chatbci bench`, or a workspace folder")
+    p.add_argument("--prune", default=None, metavar="SIZE",
+                   help="remove least recently used entries down to SIZE (e.g. 500MB)")
+    p.add_argument("--clear", action="store_true", help="remove every entry")
+    p.add_argument("--entries", action="store_true", help="list every entry")
+    p.set_defaults(func=_cmd_cache)
 
     _add_workspace_commands(sub)
     _add_eval_command(sub)
