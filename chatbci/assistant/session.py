@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import threading
 import time
 import traceback
@@ -185,6 +186,12 @@ class Session:
 
     def close(self, reason="closed"):
         self.workspace.journal.end_session(reason)
+        # The engine keeps its worker pool warm between this session's
+        # benchmarks; end it with the session (only if the engine was used:
+        # importing it here would import MNE).
+        engine = sys.modules.get("chatbci.bci.benchmark")
+        if engine is not None:
+            engine.shutdown_workers()
 
     # -- journal ----------------------------------------------------------------
 

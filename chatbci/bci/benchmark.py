@@ -760,7 +760,7 @@ def _kill(pool):
         pool.shutdown(wait=True)
 
 
-def _run_in_pool(calls, n_workers, is_stopped, poll_s=0.05):
+def _run_in_pool(calls, n_workers, is_stopped, poll_s=0.05, max_workers=None):
     """Run ``calls`` (key, function, task) in killable processes; yield results.
 
     Yields ``(key, result)`` as tasks finish. When ``is_stopped()`` turns true
@@ -768,11 +768,16 @@ def _run_in_pool(calls, n_workers, is_stopped, poll_s=0.05):
     are cancelled, the workers killed, results that finished meanwhile
     yielded, and :class:`_Stop` raised. Any other exit (a task's error, the
     consumer giving up) also kills the workers still busy.
+
+    A warm pool with more workers than ``n_workers`` is kept when it has at
+    most ``max_workers`` (the run's ``n_jobs``: fewer tasks than that asked
+    for fewer workers, not for a new pool).
     """
     global _POOL
     shared = _POOL_LOCK.acquire(blocking=False)  # else another run uses it
     if shared:
-        if _usable(_POOL) and _POOL._max_workers != n_workers:
+        keep = range(n_workers, max(n_workers, max_workers or n_workers) + 1)
+        if _usable(_POOL) and _POOL._max_workers not in keep:
             _POOL.shutdown(wait=True)  # idle: ends at once
             _POOL = None
         if not _usable(_POOL):
@@ -816,6 +821,33 @@ def _run_in_pool(calls, n_workers, is_stopped, poll_s=0.05):
             pool.shutdown(wait=True, kill_workers=not clean)
         if shared:
             _POOL_LOCK.release()
+
+
+def shutdown_workers():
+    """End chatbci's worker pool now, if it is idle.
+
+    The pool stays alive between benchmarks (for ``_IDLE_TIMEOUT_S``), so the
+    next question of a session starts no process and imports nothing; a
+    :class:`~chatbci.assistant.session.Session` calls this when it closes.
+    A pool in use by a running benchmark is left to it (that run's stop ends
+    it).
+
+    Returns
+    -------
+    ended : bool
+        Whether a pool was shut down.
+    """
+    global _POOL
+    if not _POOL_LOCK.acquire(blocking=False):
+        return False
+    try:
+        pool, _POOL = _POOL, None
+        if pool is None:
+            return False
+        pool.shutdown(wait=True)
+        return True
+    finally:
+        _POOL_LOCK.release()
 
 
 def _warm_pool_waiting():
@@ -1460,8 +1492,9 @@ class _Run:
         if not there:
             return
         if self.own_pool:
-            n = max(1, min(joblib.effective_n_jobs(self.n_jobs), len(there)))
-            yield from _run_in_pool(there, n, self._polled_stop)
+            n_max = max(1, joblib.effective_n_jobs(self.n_jobs))
+            yield from _run_in_pool(there, min(n_max, len(there)), self._polled_stop,
+                                    max_workers=n_max)
         else:
             yield from _run_with_joblib(there, self.n_jobs, self._polled_stop)
 
