@@ -133,6 +133,7 @@ _ENV_VARS = {
     "seed": "CHATBCI_LLM_SEED",
     "stream": "CHATBCI_LLM_STREAM",
     "tool_calls": "CHATBCI_LLM_TOOL_CALLS",
+    "guide_tools": "CHATBCI_LLM_GUIDE_TOOLS",
 }
 _CONFIG_KEYS = tuple(_ENV_VARS)
 #: Key names that can only mean a credential ("max_tokens" is fine, "token" is not).
@@ -462,13 +463,21 @@ class LLMSettings(BaseModel):
         the model wrote as text when they name a declared tool.
         ``"text"``: do not send the schemas (the prompt describes the
         tools) and take tool calls from the text only.
+    guide_tools : bool
+        For small local models (default False): when the human's message
+        plainly asks for one tool ("explore subject 1", "benchmark CSP+LDA on
+        subjects 1-3", "which pipeline is best?", as the offline rules read
+        it), the turn's first request names that tool in ``tool_choice``, so
+        a server with constrained decoding (llama.cpp, vLLM) makes the call;
+        the model still writes the arguments, which are checked like any
+        others, and the journal records the guided tool.
 
     Each has an environment override, which wins over ``[llm]``:
     ``CHATBCI_LLM_TIMEOUT``, ``CHATBCI_LLM_MAX_RETRIES``,
     ``CHATBCI_LLM_MAX_TOKENS``, ``CHATBCI_LLM_CONTEXT_TOKENS``,
     ``CHATBCI_LLM_TEMPERATURE``, ``CHATBCI_LLM_SEED``,
-    ``CHATBCI_LLM_STREAM`` (``true``/``false``) and
-    ``CHATBCI_LLM_TOOL_CALLS`` (read by :meth:`resolve`).
+    ``CHATBCI_LLM_STREAM`` (``true``/``false``), ``CHATBCI_LLM_TOOL_CALLS``
+    and ``CHATBCI_LLM_GUIDE_TOOLS`` (``true``/``false``) (read by :meth:`resolve`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -486,6 +495,7 @@ class LLMSettings(BaseModel):
     seed: int | None = Field(None, ge=-(2 ** 63), le=2 ** 63 - 1)
     stream: bool = True
     tool_calls: Literal["auto", "native", "text"] = "auto"
+    guide_tools: bool = False
 
     @field_validator("model")
     @classmethod
@@ -599,7 +609,7 @@ class LLMSettings(BaseModel):
                 "temperature": self.temperature, "max_tokens": self.max_tokens,
                 "context_tokens": self.context_tokens, "seed": self.seed,
                 "stream": self.stream, "tool_calls": self.tool_calls,
-                "api_key_set": bool(self.api_key.get_secret_value())}
+                "guide_tools": self.guide_tools, "api_key_set": bool(self.api_key.get_secret_value())}
 
     @property
     def uses_azure(self) -> bool:

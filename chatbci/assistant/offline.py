@@ -264,6 +264,32 @@ class OfflineBackend:
         return f"{LABEL}: " + " ".join(p for p in parts if p)
 
 
+def intended_tool(text, messages=()) -> str | None:
+    """The one tool a plainly phrased request asks for, as the offline rules read it.
+
+    ``"explore subject 1"`` -> ``explore_subject``, ``"benchmark CSP+LDA and
+    TS+LR on subjects 1-3"`` -> ``run_benchmark``, ``"which pipeline is
+    best?"`` -> ``compare_pipelines`` (when there are results). None when the
+    rules would answer in words: a question they cannot map, a misspelt name,
+    small talk. Used to guide small language models (``[llm] guide_tools``):
+    the tool is named, the model still writes its arguments.
+
+    Parameters
+    ----------
+    text : str
+        The human's message.
+    messages : list of dict
+        The request being sent (its system prompt carries the workspace state).
+    """
+    rules = OfflineBackend()
+    rules._history = list(messages)
+    try:
+        _, calls = rules._interpret(_words(text), _state(list(messages)))
+    except Exception:  # noqa: BLE001 - guidance is optional: never fail a turn over it
+        return None
+    return calls[0].name if len(calls) == 1 else None
+
+
 def _payload(content):
     m = re.search(r'<data source="tool_result" tool="([\w]+)" event="#(\d+)">\s*(.*?)\s*</data>',
                   content, re.S)

@@ -316,7 +316,8 @@ class Session:
             revision_of = None  # the answer the claims check sent back, once per turn
             tools = TOOLS.schemas()
             for _round in range(max_rounds):
-                completion = self._complete(turn, human_ev, text, tools, delta)
+                completion = self._complete(turn, human_ev, text, tools, delta,
+                                            guide=_round == 0 and revision_of is None)
                 if completion is None:
                     return turn
                 llm_meta = {"request": uuid.uuid4().hex[:12],  # one id per model call
@@ -370,9 +371,11 @@ class Session:
             turn.text = msg
             return turn
 
-    def _complete(self, turn, human_ev, text, tools, delta):
+    def _complete(self, turn, human_ev, text, tools, delta, guide=False):
         """One model request; on a context-size error, trim harder and retry once.
 
+        ``guide``: name the tool the human's message plainly asks for, if the
+        backend's ``[llm] guide_tools`` is on (see :meth:`_tool_choice`).
         Returns the completion, or None when the turn must end (the error is
         journaled and ``turn.text`` says what happened and what to do).
         """
@@ -380,9 +383,11 @@ class Session:
 
         for shrink in (1, 4):
             messages, self._prompt_refs = self._request(text, tools, shrink=shrink)
+            choice = self._tool_choice(text, messages) if guide else "auto"
             try:
                 completion = self.backend.complete(messages, tools=tools, on_delta=delta,
-                                                   on_reset=lambda: turn.deltas.clear())
+                                                   on_reset=lambda: turn.deltas.clear(),
+                                                   tool_choice=choice)
                 self.tokens.observe(self._sent_estimate,
                                     (getattr(completion, "usage", None) or {}).get("prompt_tokens"))
                 return completion
@@ -410,6 +415,24 @@ class Session:
                 turn.text = f"The assistant backend failed unexpectedly ({clip_text(err, 300)})."
                 return None
         return None  # pragma: no cover - the loop always returns
+
+    def _tool_choice(self, text, messages):
+        """``tool_choice`` for a turn's first request: ``"auto"``, or, with ``[llm]
+        guide_tools`` on a language model, the tool the human's message plainly asks
+        for by the offline rules (:func:`.offline.intended_tool`). A small model then
+        makes the call instead of describing it; it still writes the arguments, which
+        are validated like any others, and the request's ``tool_choice`` is journaled
+        with the call."""
+        settings = getattr(self.backend, "settings", None)
+        if not (self.backend.is_llm and getattr(settings, "guide_tools", False)
+                and self._tool_mode() != "text"):
+            return "auto"
+        from .offline import intended_tool
+
+        name = intended_tool(text, messages)
+        if name is None or name not in TOOLS:
+            return "auto"
+        return {"type": "function", "function": {"name": name}}
 
     def _answer(self, turn, human_ev, completion, llm_meta, revision_of=None):
         """Journal the model's final answer for this turn and keep it in history.

@@ -87,6 +87,10 @@ class LLMSettings(_Section):
         How the model calls tools (default ``"auto"``): ``"native"`` through
         the API only, ``"text"`` by writing them (no tool schemas sent),
         ``"auto"`` both.
+    guide_tools : bool | None
+        Name the tool a plainly phrased request asks for in the turn's first
+        request (default false; for small local models with constrained
+        decoding).
     """
 
     model: NonBlank | None = None
@@ -99,6 +103,7 @@ class LLMSettings(_Section):
     seed: Annotated[int, Field(ge=-(2 ** 63), le=2 ** 63 - 1)] | None = None
     stream: bool | None = None
     tool_calls: Literal["auto", "native", "text"] | None = None
+    guide_tools: bool | None = None
 
     @field_validator("base_url")
     @classmethod
