@@ -426,6 +426,9 @@ TRIAL_LLM = {
     "seed": 11,
     "stream": False,
     "tool_calls": "auto",
+    # Name the tool a plainly phrased request asks for: a 0.5B model otherwise
+    # sometimes describes the benchmark it should propose instead of proposing it.
+    "guide_tools": True,
 }
 
 #: ``[budgets]`` for the trial: a turn is at most this many model requests.
