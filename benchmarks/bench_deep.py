@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
+from _timing import json_child  # noqa: E402
 from bench_engine import PeakMemory  # noqa: E402 - the benchmarks' one memory sampler
 
 os.environ.setdefault("MOABB_DOWNLOAD_PROVIDER", "upstream")
@@ -108,11 +108,7 @@ def _spawn(tool, evaluation, subjects, args, tmp):
     cmd = [sys.executable, str(HERE), "--_job", tool, "--_evaluation", evaluation,
            "--subjects", subjects, "--max-epochs", str(args.max_epochs),
            "--n-jobs", str(args.n_jobs), "--_cache", str(cache), "--_out", str(out_csv)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"{tool} {evaluation} failed")
-    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    stats = json_child(cmd, f"{tool} {evaluation}")
     stats["csv"] = out_csv
     return stats
 

@@ -26,13 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent))
+from _timing import json_child  # noqa: E402 - the benchmarks' shared helpers
+
 os.environ.setdefault("MOABB_DOWNLOAD_PROVIDER", "upstream")
 _shared = HERE.parents[2] / "shared" / "data" / "mne_data"
 if "MNE_DATA" not in os.environ and _shared.is_dir():
@@ -106,12 +108,8 @@ def _spawn(variant, subjects, n_jobs, folder):
     cmd = [sys.executable, str(HERE), "--_variant", variant, "--subjects", subjects,
            "--n-jobs", str(n_jobs), "--_cache", str(folder), "--_out", str(out_csv)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"variant {variant} failed")
-    return json.loads(proc.stdout.strip().splitlines()[-1]), out_csv, wall
+    stats = json_child(cmd, f"variant {variant}")
+    return stats, out_csv, time.perf_counter() - t0
 
 
 def main():

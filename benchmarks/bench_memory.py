@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
+from _timing import json_child  # noqa: E402 - the benchmarks' shared helpers
 
 
 def run_variant(variant, n_subjects, folder, out_csv):
@@ -78,13 +78,8 @@ def _spawn(variant, n_subjects, tmp):
     folder = Path(tmp) / f"{variant}-{n_subjects}"
     folder.mkdir()
     out_csv = folder / "scores.csv"
-    proc = subprocess.run([sys.executable, str(HERE), "--_variant", variant, "--_n",
-                           str(n_subjects), "--_dir", str(folder), "--_out", str(out_csv)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise SystemExit(f"{variant} failed")
-    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    stats = json_child([sys.executable, str(HERE), "--_variant", variant, "--_n",
+                        str(n_subjects), "--_dir", str(folder), "--_out", str(out_csv)], variant)
     stats["csv"] = out_csv
     return stats
 
