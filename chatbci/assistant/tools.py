@@ -860,17 +860,9 @@ def _select_results(ws, args):
 
 def _above_chance(df):
     """(dataset, evaluation, seed, pipeline) -> {subject: beats chance at p < 0.05}."""
-    from chatbci.bci.statistics import StatisticsError, subject_significance
+    from chatbci.bci.statistics import above_chance
 
-    try:
-        sig = subject_significance(df)
-    except StatisticsError:  # results without trial counts
-        return {}
-    out = {}
-    for r in sig.itertuples():
-        out.setdefault((r.dataset, r.evaluation, r.seed, r.pipeline), {})[r.subject] = bool(
-            r.above_chance)
-    return out
+    return above_chance(df)
 
 
 def _group_summary(c):

@@ -1014,3 +1014,20 @@ def paired_plot(results, pipeline_a, pipeline_b, **kwargs):
         return _paired_plot(results, pipeline_a, pipeline_b, **kwargs)
     except FigureError as err:
         raise StatisticsError(str(err)) from None
+
+
+def above_chance(results, *, alpha=0.05) -> dict:
+    """Which subjects beat chance, by group: ``(dataset, evaluation, seed, pipeline) ->
+    {subject: bool}`` from :func:`subject_significance`; empty when the results carry
+    no trial counts."""
+    if results is None or len(results) == 0:
+        return {}
+    try:
+        sig = subject_significance(results, alpha=alpha)
+    except StatisticsError:  # results without trial counts
+        return {}
+    out = {}
+    for r in sig.itertuples():
+        out.setdefault((r.dataset, r.evaluation, r.seed, r.pipeline), {})[r.subject] = bool(
+            r.above_chance)
+    return out

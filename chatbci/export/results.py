@@ -71,20 +71,10 @@ def _names(record):
 
 
 def _above_chance(df):
-    """(dataset, evaluation, seed, pipeline) -> {subject: above chance}."""
-    from chatbci.bci.statistics import StatisticsError, subject_significance
+    """(dataset, evaluation, seed, pipeline) -> {subject: beats chance at p < 0.05}."""
+    from chatbci.bci.statistics import above_chance
 
-    if df.empty:
-        return {}
-    try:
-        sig = subject_significance(df)
-    except StatisticsError:
-        return {}
-    out = {}
-    for r in sig.itertuples():
-        out.setdefault((r.dataset, r.evaluation, r.seed, r.pipeline), {})[r.subject] = bool(
-            r.above_chance)
-    return out
+    return above_chance(df)
 
 
 def results_rows(record) -> list:
