@@ -57,7 +57,7 @@ from sklearn.preprocessing import LabelEncoder
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from . import _sharing
+from . import _sharing, request_index
 from . import deep as _deep  # optional networks; imports torch only to fit
 from .datasets import (
     check_data_available,
@@ -68,6 +68,8 @@ from .datasets import (
     prepare_dataset,
     trial_count_warning,
 )
+# RESULT_COLUMNS and the warnings are part of this module's API too.
+from .results import RESULT_COLUMNS, DataWarning, UnseededWarning, results_frame  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -76,21 +78,6 @@ logger = logging.getLogger(__name__)
 ENGINE_VERSION = 2
 
 EVALUATIONS = ("within-session", "cross-session", "cross-subject")
-
-#: MOABB's column order and dtypes (``Results.to_dataframe``).
-RESULT_COLUMNS = {
-    "score": "float32",
-    "time": "float32",
-    "samples": "float32",
-    "samples_test": "float32",
-    "n_classes": "float32",
-    "subject": "str",
-    "session": "str",
-    "channels": "int64",
-    "n_sessions": "int64",
-    "dataset": "str",
-    "pipeline": "str",
-}
 
 PARADIGMS = ("left_right", "multiclass")
 
@@ -502,24 +489,31 @@ class ResultCache:
                     what="cache file")
 
 
-def _data_stamps(dataset, paradigm, subjects):
-    """Subject -> short hash of its data files' names, sizes and mtimes.
+def _data_files(dataset, paradigm, subjects):
+    """Subject -> the data files the paradigm loads, where chatbci knows them.
 
-    ``stat`` only, never reading the files: cheap for gigabytes. Known for
-    :class:`~moabb.datasets.PhysionetMI` (the EDF files the paradigm loads);
-    other datasets get no stamp (SimulatedMI's data follow from its
-    parameters, which are in the key; other MOABB datasets rely on their
-    dataset class and MOABB version).
+    Known for :class:`~moabb.datasets.PhysionetMI` (its EDF files); other
+    datasets give ``{}`` (SimulatedMI's data follow from its parameters;
+    other MOABB datasets rely on their dataset class and MOABB version).
     """
     from moabb.datasets import PhysionetMI
 
     if not isinstance(dataset, PhysionetMI):
         return {}
     prepared = prepare_dataset(dataset, paradigm)
+    return {subject: physionet_files(prepared, subject) for subject in subjects}
+
+
+def _data_stamps(dataset, paradigm, subjects):
+    """Subject -> short hash of its data files' names, sizes and mtimes.
+
+    ``stat`` only, never reading the files: cheap for gigabytes. Only for
+    datasets whose files chatbci knows (:func:`_data_files`).
+    """
     stamps = {}
-    for subject in subjects:
+    for subject, paths in _data_files(dataset, paradigm, subjects).items():
         stats = []
-        for path in physionet_files(prepared, subject):
+        for path in paths:
             try:
                 st = path.stat()
                 stats.append([path.name, st.st_size, st.st_mtime_ns])
@@ -1157,6 +1151,7 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
             f"Unknown evaluation {evaluation!r}; use one of {list(EVALUATIONS)}."
         )
     ds = get_dataset(dataset) if isinstance(dataset, str) else dataset
+    subjects_asked = subjects
     subjects = parse_subjects(subjects, ds.subject_list)
     entries = resolve_pipelines(pipelines, param_grid)
     # Deep networks left unseeded train with the evaluation's random state.
@@ -1257,7 +1252,39 @@ def run_benchmark(pipelines, dataset="SimulatedMI", subjects=None, paradigm="lef
     deep = {e.name: _deep.deep_identity(e.estimator) for _, es in groups for e in es}
     if any(deep.values()):  # the networks' seed, device and torch/braindecode versions
         df.attrs["chatbci"]["deep"] = {k: v for k, v in deep.items() if v}
+    elif cache_dir is not None and param_grid is None:
+        _index_request(cache_dir, (pipelines, dataset, subjects_asked, paradigm, evaluation,
+                                   random_state), ds, groups, caches, subjects, names, df,
+                       [f"{n['text']} {n['fix']}" for n in methods_notes
+                        if n["kind"] == "unseeded"])
     return df
+
+
+def _index_request(cache_dir, request, ds, groups, caches, subjects, names, df, unseeded):
+    """Let ``chatbci bench`` answer this request again without importing the engine.
+
+    See :mod:`chatbci.bci.request_index`. Deep networks are left out (their
+    answer depends on the device found at run time), as are requests given
+    as objects rather than names.
+    """
+    key = request_index.request_key(*request)
+    if key is None:
+        return
+    result_files = [caches[id(par)].root / caches[id(par)]._path(entry, s)
+                    for par, members in groups for entry in members for s in subjects]
+    if not all(path.is_file() for path in result_files):
+        return
+    data_files = [path for par, _ in groups
+                  for paths in _data_files(ds, par, subjects).values() for path in paths]
+    attrs = {k: v for k, v in df.attrs["chatbci"].items()
+             if k not in ("n_cached", "n_computed", "seconds")}
+    table = dict(n_sessions=int(ds.n_sessions), dataset=display_name(ds), pipelines=names,
+                 subjects=[int(s) for s in subjects], attrs=dict(attrs, unseeded=unseeded))
+    try:
+        request_index.record(cache_dir, key, result_files=result_files,
+                             data_files=data_files, table=table)
+    except (OSError, ValueError) as err:  # the answer stands; only the shortcut is lost
+        logger.warning("Could not write the request index entry: %s", err)
 
 
 def _stopped_error(stopped, run, todo, from_cache, rows, ds, names, subjects, cache_dir,
@@ -1282,14 +1309,6 @@ def _stopped_error(stopped, run, todo, from_cache, rows, ds, names, subjects, ca
         message, kept=kept, from_cache=from_cache, missing=missing,
         results=_to_dataframe(rows + run.rows, ds, names, subjects), reason=stopped.reason,
         cached=cache_dir is not None, seconds=round(ended - stopped.t_request, 3))
-
-
-class DataWarning(UserWarning):
-    """The data of a subject look incomplete (e.g. fewer trials than expected)."""
-
-
-class UnseededWarning(UserWarning):
-    """A pipeline draws random numbers without a seed: its scores are one draw."""
 
 
 def engine_notes(groups, random_state):
@@ -1672,15 +1691,5 @@ def _prune_store(root, max_bytes):
 
 
 def _to_dataframe(rows, dataset, pipeline_order, subject_order):
-    df = pd.DataFrame(rows, columns=[c for c in RESULT_COLUMNS if c not in
-                                     ("n_sessions", "dataset")])
-    df["n_sessions"] = dataset.n_sessions
-    df["dataset"] = display_name(dataset)
-    df = df[df["pipeline"].isin(pipeline_order)]
-    # Deterministic order: pipelines as given, subjects as in the dataset.
-    df["_p"] = df["pipeline"].map({n: i for i, n in enumerate(pipeline_order)})
-    df["_s"] = df["subject"].map({s: i for i, s in enumerate(subject_order)})
-    df = df.sort_values(["_p", "_s", "session"]).drop(columns=["_p", "_s"])
-    df["subject"] = df["subject"].astype(str)
-    df = df.astype(RESULT_COLUMNS)[list(RESULT_COLUMNS)]
-    return df.reset_index(drop=True)
+    return results_frame(rows, dataset.n_sessions, display_name(dataset), pipeline_order,
+                         subject_order)
