@@ -6,9 +6,20 @@ See DESIGN.md ("One turn", "Offline and real"). :mod:`chatbci.assistant.testing`
 holds a scripted OpenAI-compatible server for tests; it is not imported here.
 """
 
-from . import llm
-from .llm import (Backend, Completion, LLMConfigError, LLMError, LLMSettings, OpenAIChat,
-                  ToolArgumentsError, ToolCall)
+# The client's public names are the package's; llm.py lists them once. Imported on
+# first use (PEP 562): the OpenAI client takes half a second to import, which commands
+# that never talk to a model (`chatbci bench` answered from the cache) should not pay.
+_NOT_EXPORTED = ("DEFAULT_MODEL", "OPENAI_BASE_URL")
 
-# The client's public names are the package's; llm.py lists them once.
-__all__ = [name for name in llm.__all__ if name not in ("DEFAULT_MODEL", "OPENAI_BASE_URL")]
+
+def __getattr__(name):
+    import importlib
+
+    if name == "llm" or name.startswith("__") and name != "__all__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    llm = importlib.import_module(f"{__name__}.llm")
+    if name == "__all__":
+        return [n for n in llm.__all__ if n not in _NOT_EXPORTED]
+    if name in llm.__all__ and name not in _NOT_EXPORTED:
+        return getattr(llm, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
