@@ -65,6 +65,11 @@ def _cmd_bench(args):
     key = request_index.request_key(**request) if args.cache_dir is not None else None
     answer = request_index.lookup(args.cache_dir, key)
     if answer is None:
+        if _several_subjects(args.subjects):
+            # Workers import the engine while this process does (chatbci.bci.workers).
+            from .bci import workers
+
+            workers.prestart(args.n_jobs)
         from .bci.benchmark import run_benchmark
 
         results = run_benchmark(**request, cache_dir=args.cache_dir, n_jobs=args.n_jobs,
@@ -97,6 +102,18 @@ def _cmd_bench(args):
         score_plot(results).savefig(args.plot, dpi=120, bbox_inches="tight")
         print(f"score plot: {args.plot}")
     return 0
+
+
+def _several_subjects(subjects):
+    """Whether a --subjects text (None: all) names more than one subject.
+
+    Only decides whether to start worker processes early; the engine parses
+    and checks the text itself.
+    """
+    if subjects is None:
+        return True
+    parts = [p for p in str(subjects).replace(" ", "").split(",") if p]
+    return len(parts) > 1 or any("-" in p.lstrip("-") for p in parts)
 
 
 def _cache_store(path):

@@ -50,3 +50,33 @@ def test_session_close_ends_the_warm_pool(tmp_path):
     session.close()
     assert bm._POOL is None
     ws.close()
+
+
+def test_prestarted_workers_are_adopted_by_the_next_benchmark():
+    from chatbci.bci import workers
+
+    shutdown_workers()
+    assert workers.prestart(1) is False  # one job runs here: nothing to start
+    assert workers.prestart(2) is True and workers.prestarted()
+    pool = workers._PRESTARTED
+    two = run_benchmark("CSP+LDA", _ds(), [1, 2], n_jobs=2, progress=False)
+    assert bm._POOL is pool and not workers.prestarted()  # adopted, not a new pool
+    ref = run_benchmark("CSP+LDA", _ds(), [1, 2], n_jobs=1, progress=False)
+    np.testing.assert_array_equal(two["score"], ref["score"])
+    assert shutdown_workers() is True
+
+
+def test_unadopted_prestarted_workers_end_with_shutdown_workers():
+    from chatbci.bci import workers
+
+    shutdown_workers()
+    assert workers.prestart(2)
+    assert shutdown_workers() is True
+    assert not workers.prestarted() and shutdown_workers() is False
+
+
+def test_cli_prestarts_workers_only_for_several_subjects():
+    from chatbci.cli import _several_subjects
+
+    assert _several_subjects(None) and _several_subjects("1-3") and _several_subjects("1,2")
+    assert not _several_subjects("1") and not _several_subjects("7")

@@ -57,7 +57,7 @@ from sklearn.preprocessing import LabelEncoder
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from . import _sharing, request_index
+from . import _sharing, request_index, workers
 from . import deep as _deep  # optional networks; imports torch only to fit
 from .datasets import (
     check_data_available,
@@ -671,8 +671,7 @@ class _Stop(Exception):
 #: worker keeps the environment it was started with.
 #: CHATBCI_DEEP_PROGRESS_FILE: where deep networks report each training epoch.
 _ENV_PREFIXES = ("MNE_", "MOABB_", "_MNE_", "CHATBCI_DEEP_")
-#: Idle worker processes exit after this many seconds (as joblib's do).
-_IDLE_TIMEOUT_S = 300
+_IDLE_TIMEOUT_S = workers.IDLE_TIMEOUT_S
 #: Subjects' epochs kept by a worker while one run lasts (consecutive parts
 #: of a subject's grid search then load it once per worker).
 _MEMO_SIZE = 2
@@ -696,27 +695,8 @@ def _apply_env(env):
     os.environ.update(env)
 
 
-def _worker_init(parent_pid):
-    """Make a pool worker exit when the process that started it is gone.
-
-    A benchmark process killed outright (SIGKILL, a crashed kernel) cannot
-    kill its workers; without this they would finish their fits for nobody.
-    """
-
-    def watch():
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="chatbci-parent-watch", daemon=True).start()
-
-
 def _new_pool(n_workers):
-    from joblib.externals.loky import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(max_workers=n_workers, timeout=_IDLE_TIMEOUT_S,
-                               initializer=_worker_init, initargs=(os.getpid(),))
+    return workers.new_pool(n_workers)
 
 
 def _usable(pool):
@@ -775,7 +755,8 @@ def _run_in_pool(calls, n_workers, is_stopped, poll_s=0.05, max_workers=None):
             _POOL.shutdown(wait=True)  # idle: ends at once
             _POOL = None
         if not _usable(_POOL):
-            _POOL = _new_pool(n_workers)
+            # Workers started ahead (chatbci bench, a Session opening) if they fit.
+            _POOL = workers.take_prestarted(keep) or _new_pool(n_workers)
         pool = _POOL
     else:
         pool = _new_pool(n_workers)
@@ -832,12 +813,13 @@ def shutdown_workers():
         Whether a pool was shut down.
     """
     global _POOL
+    ended = workers.discard_prestarted()
     if not _POOL_LOCK.acquire(blocking=False):
-        return False
+        return ended
     try:
         pool, _POOL = _POOL, None
         if pool is None:
-            return False
+            return ended
         pool.shutdown(wait=True)
         return True
     finally:
@@ -849,7 +831,8 @@ def _warm_pool_waiting():
     if not _POOL_LOCK.acquire(blocking=False):
         return False
     try:
-        return _usable(_POOL) and bool(getattr(_POOL, "_processes", None))
+        return (_usable(_POOL) and bool(getattr(_POOL, "_processes", None))
+                or workers.prestarted())
     finally:
         _POOL_LOCK.release()
 

@@ -1,0 +1,127 @@
+"""Benchmark worker processes, started before the engine is imported.
+
+A worker process imports MNE, MOABB, pyRiemann and scikit-learn before its
+first fit: about 3 s of CPU, during which a cold benchmark computes nothing.
+Started the usual way, the workers begin after the calling process has
+imported the same libraries, so a cold ``chatbci bench`` paid for the imports
+twice in a row. :func:`prestart` starts the workers first and has them import
+the engine while the caller does the same (``chatbci bench`` calls it before
+importing the engine). The benchmark then adopts those workers
+(:func:`take_prestarted`).
+
+The workers are loky processes like joblib's: they never re-import the
+caller's ``__main__``, so scripts need no ``if __name__ == "__main__"`` guard.
+
+This module imports only the standard library and joblib.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+#: Idle worker processes exit after this many seconds (as joblib's do).
+IDLE_TIMEOUT_S = 300
+
+_LOCK = threading.Lock()
+_PRESTARTED = None
+
+
+def _watch_benchmark_process(benchmark_pid):
+    """Make a pool worker exit when the process that started it is gone.
+
+    A benchmark process killed outright (SIGKILL, a crashed kernel) cannot
+    kill its workers; without this they would finish their fits for nobody.
+    """
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != benchmark_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="chatbci-parent-watch", daemon=True).start()
+
+
+def new_pool(n_workers):
+    """A loky process pool for benchmark units, whose workers die with this process."""
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=n_workers, timeout=IDLE_TIMEOUT_S,
+                               initializer=_watch_benchmark_process,
+                               initargs=(os.getpid(),))
+
+
+def _import_engine(_):
+    import chatbci.bci.benchmark  # noqa: F401  (the work of a warm-up task)
+
+    return os.getpid()
+
+
+def prestart(n_workers):
+    """Start ``n_workers`` worker processes now; they import the engine meanwhile.
+
+    Returns at once. The next benchmark with as many workers adopts them
+    (:func:`take_prestarted`); unused, they exit after
+    :data:`IDLE_TIMEOUT_S` or with this process.
+
+    Parameters
+    ----------
+    n_workers : int
+        Worker processes (a benchmark's ``n_jobs``; ``-1`` for all cores).
+        Below 2 nothing is started: such a benchmark runs in this process.
+
+    Returns
+    -------
+    started : bool
+        Whether workers were started.
+    """
+    global _PRESTARTED
+    if n_workers is not None and n_workers < 0:
+        n_workers = os.cpu_count() or 1
+    if not n_workers or n_workers < 2:
+        return False
+    with _LOCK:
+        if _PRESTARTED is not None:
+            return True
+        pool = new_pool(n_workers)
+        # One warm-up task per worker: each takes seconds (the imports), so
+        # the tasks spread over the workers.
+        for _ in range(n_workers):
+            pool.submit(_import_engine, None)
+        _PRESTARTED = pool
+    return True
+
+
+def prestarted():
+    """Whether prestarted workers wait to be adopted."""
+    return _PRESTARTED is not None
+
+
+def take_prestarted(sizes):
+    """The prestarted pool if its number of workers is in ``sizes`` (it is handed over).
+
+    A pool of another size is shut down (its workers end once idle) and
+    None returned.
+    """
+    global _PRESTARTED
+    with _LOCK:
+        pool, _PRESTARTED = _PRESTARTED, None
+    if pool is None:
+        return None
+    if pool._max_workers not in sizes:
+        pool.shutdown(wait=False)
+        return None
+    return pool
+
+
+def discard_prestarted():
+    """Shut down prestarted workers nobody adopted; whether there were any."""
+    global _PRESTARTED
+    with _LOCK:
+        pool, _PRESTARTED = _PRESTARTED, None
+    if pool is None:
+        return False
+    pool.shutdown(wait=False)  # the workers end once their imports are done
+    return True
