@@ -36,6 +36,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from . import _fgmdm
 from .pipelines import is_stateless
 
 
@@ -234,6 +235,9 @@ class FoldRunner:
         self.y_train = y_train
         # prefix key -> (train features, [test features], seconds spent fitting)
         self._cache = {(): (X_train, list(X_tests), 0.0)}
+        # prefix key -> the fitted last step of that prefix, where one is at hand
+        # (fitted here, or a TangentSpace rebuilt from its stored reference)
+        self._fitted = {}
         self._store = store if data_key is not None else None
         self._data_key = data_key
 
@@ -254,6 +258,8 @@ class FoldRunner:
             hit = self._store.get("prefix", skey)
             if hit is not None:
                 n = int(hit["n_tests"][0])
+                if "reference" in hit and _is_tangent_space(est):
+                    self._fitted[key] = _fgmdm.fitted_tangent_space(est, hit["reference"])
                 return (hit["train"], [hit[f"test{i}"] for i in range(n)],
                         float(hit["seconds"][0]))
         Xtr, Xtes, _ = self._cache[parent]
@@ -262,10 +268,14 @@ class FoldRunner:
         Xtr_new = fit_transform_step(fitted, Xtr, self.y_train)
         elapsed = perf_counter() - t0
         Xtes_new = [fitted.transform(X) for X in Xtes]
+        self._fitted[key] = fitted
         if skey is not None and all(isinstance(a, np.ndarray) for a in [Xtr_new, *Xtes_new]):
             values = {"train": Xtr_new, "n_tests": np.array([len(Xtes_new)]),
                       "seconds": np.array([elapsed])}
             values.update({f"test{i}": X for i, X in enumerate(Xtes_new)})
+            if _is_tangent_space(est):
+                # What FgMDM needs of this fold's tangent space (see _fit_fgmdm).
+                values["reference"] = np.asarray(fitted.reference_)
             self._store.put("prefix", skey, values, description={"chain": list(key)})
         return Xtr_new, Xtes_new, elapsed
 
@@ -296,6 +306,10 @@ class FoldRunner:
             t0 = perf_counter()
             search.fit(Xtr, self.y_train)
             return search, Xtes, perf_counter() - t0
+        if len(tail) == 1 and _fgmdm.applies(tail[0][1]):
+            fitted = self._fit_fgmdm(tail[0][1])
+            if fitted is not None:
+                return fitted
         key = self._prefix(tail[:-1])
         seconds = sum(self._cache[key[:i + 1]][2] for i in range(len(key)))
         Xtr, Xtes, _ = self._cache[key]
@@ -303,3 +317,31 @@ class FoldRunner:
         t0 = perf_counter()
         final.fit(Xtr, self.y_train)
         return final, Xtes, seconds + perf_counter() - t0
+
+    def _fit_fgmdm(self, estimator):
+        """Fit pyRiemann's FgMDM on this fold's shared tangent space (see ``_fgmdm``).
+
+        Its FGDA fits the same TangentSpace as TS+LR (shared, or read from
+        the store) and an LDA solved in sample space. None where the LDA must
+        be left to scikit-learn; the caller then fits FgMDM as it is.
+        """
+        step = _fgmdm.tangent_space_step(estimator)
+        key = self._prefix([("tangentspace", step)])
+        ts_train, _, seconds = self._cache[key]
+        t0 = perf_counter()
+        tangent_space = self._fitted.get(key)
+        if tangent_space is None:
+            # A stored prefix without its reference (written by an older
+            # chatbci): fit the reference matrix again.
+            tangent_space = clone(step).fit(self._cache[()][0], self.y_train)
+        fgmdm = _fgmdm.fit_fgmdm(estimator, tangent_space, np.asarray(ts_train),
+                                 self.y_train)
+        if fgmdm is None:
+            return None
+        return fgmdm, self._cache[()][1], seconds + perf_counter() - t0
+
+
+def _is_tangent_space(estimator):
+    from pyriemann.tangentspace import TangentSpace
+
+    return type(estimator) is TangentSpace
