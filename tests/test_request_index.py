@@ -110,7 +110,12 @@ def test_edited_engine_source_is_another_key(tmp_path, monkeypatch):
     assert request_index.request_key(**REQUEST) == key
     with open(engine / "pipelines.py", "a") as f:
         f.write("\n# an edited canonical pipeline\n")
-    assert request_index.request_key(**REQUEST) != key
+    edited_code = request_index.request_key(**REQUEST)
+    assert edited_code != key
+    # The canonical pipelines' files are part of the engine too.
+    with open(engine / "pipeline_files" / "ts_lr.yml", "a") as f:
+        f.write("\n# C changed by hand\n")
+    assert request_index.request_key(**REQUEST) not in (key, edited_code)
 
 
 def test_objects_are_not_indexed():

@@ -53,10 +53,13 @@ def _versions():
 
 
 def _engine_source_digest():
-    """Hash of chatbci's engine source: an edited pipeline or loader is another answer."""
+    """Hash of chatbci's engine source and its pipeline files (the canonical
+    pipelines named in requests): an edited pipeline or loader is another answer."""
     digest = hashlib.sha256()
-    for path in sorted(_ENGINE_DIR.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    paths = [*_ENGINE_DIR.glob("*.py"), *_ENGINE_DIR.glob("pipeline_files/*.y*ml")]
+    for path in sorted(paths):
+        name = path.relative_to(_ENGINE_DIR).as_posix()
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
