@@ -144,3 +144,16 @@ def test_stored_prefix_without_reference_still_gives_fgmdm(physionet_data, tmp_p
     assert fgmdm_calls == {"fit": 5, "rebuilt": 0}
     fresh = run_benchmark("FgMDM", dataset="PhysionetMI", subjects="1", progress=False)
     np.testing.assert_allclose(old["score"], fresh["score"], atol=1e-12)
+
+
+def test_few_channels_fit_fgmdm_as_pyriemann_does(fgmdm_calls):
+    """More epochs than tangent features: the LDA gains nothing, FgMDM is fitted as is."""
+    from pyriemann.datasets import make_matrices
+
+    covs = make_matrices(60, 4, "spd", np.random.RandomState(3))  # 4 channels: 10 tangent features
+    y = np.arange(60) % 2
+    runner = _sharing.FoldRunner(covs[:40], y[:40], [covs[40:]])
+    est, X_tests, _ = runner.fit([("fgmdm", FgMDM(metric="riemann"))])
+    ref = FgMDM(metric="riemann").fit(covs[:40], y[:40])
+    np.testing.assert_array_equal(est.predict_proba(X_tests[0]), ref.predict_proba(covs[40:]))
+    assert fgmdm_calls["fit"] == 0 and list(runner._cache) == [()]  # no tangent space fitted

@@ -325,6 +325,9 @@ class FoldRunner:
         the store) and an LDA solved in sample space. None where the LDA must
         be left to scikit-learn; the caller then fits FgMDM as it is.
         """
+        n_channels = np.shape(self._cache[()][0])[-1]
+        if len(self.y_train) >= n_channels * (n_channels + 1) // 2:
+            return None  # more epochs than tangent features: nothing to gain
         step = _fgmdm.tangent_space_step(estimator)
         key = self._prefix([("tangentspace", step)])
         ts_train, _, seconds = self._cache[key]
