@@ -65,15 +65,21 @@ def _cmd_bench(args):
     key = request_index.request_key(**request) if args.cache_dir is not None else None
     answer = request_index.lookup(args.cache_dir, key)
     if answer is None:
+        from .bci import workers
+
         if _several_subjects(args.subjects):
             # Workers import the engine while this process does (chatbci.bci.workers).
-            from .bci import workers
-
             workers.prestart(args.n_jobs)
-        from .bci.benchmark import run_benchmark
+        try:
+            from .bci.benchmark import run_benchmark
 
-        results = run_benchmark(**request, cache_dir=args.cache_dir, n_jobs=args.n_jobs,
-                                progress=not args.quiet)
+            results = run_benchmark(**request, cache_dir=args.cache_dir, n_jobs=args.n_jobs,
+                                    progress=not args.quiet)
+        finally:
+            # Not adopted (the engine's cache answered, or the job ran in this
+            # process): end them now, not when this process ends, since a caller
+            # of main() (a notebook, a test) may live on.
+            workers.discard_prestarted()
         info = results.attrs.get("chatbci", {})
     else:
         results = answer.frame() if (args.output or args.plot or not answer.summary) else None

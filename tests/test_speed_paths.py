@@ -80,3 +80,28 @@ def test_cli_prestarts_workers_only_for_several_subjects():
 
     assert _several_subjects(None) and _several_subjects("1-3") and _several_subjects("1,2")
     assert not _several_subjects("1") and not _several_subjects("7")
+
+
+def test_cli_ends_prestarted_workers_it_did_not_use(tmp_path, capsys):
+    """`chatbci bench` called in a living process (a notebook, a test) leaves no idle workers."""
+    import shutil
+
+    import psutil
+
+    from chatbci.bci import workers
+    from chatbci.cli import main
+
+    args = ["bench", "--subjects", "1-2", "--pipelines", "CSP+LDA", "--n-jobs", "2",
+            "--quiet", "--cache-dir", str(tmp_path)]
+    shutdown_workers()
+    assert main(args) == 0
+    shutdown_workers()
+    # The engine's result cache answers this time (the request index is gone),
+    # so the workers started ahead of the import have nothing to do.
+    shutil.rmtree(tmp_path / "requests")
+    assert main(args) == 0
+    assert not workers.prestarted()
+    loky = [p for p in psutil.Process().children(recursive=True)
+            if "popen_loky_posix" in " ".join(p.cmdline())
+            and p.status() != psutil.STATUS_ZOMBIE]
+    assert not loky

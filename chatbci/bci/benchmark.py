@@ -716,22 +716,7 @@ def _own_pool_applies():
     return type(backend).__name__ == "LokyBackend" and not getattr(backend, "nesting_level", 0)
 
 
-def _kill(pool):
-    """End every worker of ``pool`` now (SIGKILL); return once they are gone.
-
-    The worker processes (and any children they started) are killed first;
-    the pool's manager thread then sees them gone, fails the pending
-    futures and exits cleanly, which ``shutdown`` waits for (milliseconds).
-    Asking loky's ``shutdown(kill_workers=True)`` instead races with that
-    thread queueing the next task and crashes it.
-    """
-    from joblib.externals.loky.backend.utils import kill_process_tree
-
-    for proc in list(getattr(pool, "_processes", {}).values()):
-        with contextlib.suppress(Exception):  # already gone
-            kill_process_tree(proc)
-    with contextlib.suppress(Exception):
-        pool.shutdown(wait=True)
+_kill = workers.kill
 
 
 def _run_in_pool(calls, n_workers, is_stopped, poll_s=0.05, max_workers=None):

@@ -17,6 +17,7 @@ This module imports only the standard library and joblib.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -51,6 +52,24 @@ def new_pool(n_workers):
     return ProcessPoolExecutor(max_workers=n_workers, timeout=IDLE_TIMEOUT_S,
                                initializer=_watch_benchmark_process,
                                initargs=(os.getpid(),))
+
+
+def kill(pool):
+    """End every worker of ``pool`` now (SIGKILL); return once they are gone.
+
+    The worker processes (and any children they started) are killed first;
+    the pool's manager thread then sees them gone, fails the pending
+    futures and exits cleanly, which ``shutdown`` waits for (milliseconds).
+    Asking loky's ``shutdown(kill_workers=True)`` instead races with that
+    thread queueing the next task and crashes it.
+    """
+    from joblib.externals.loky.backend.utils import kill_process_tree
+
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(Exception):  # already gone
+            kill_process_tree(proc)
+    with contextlib.suppress(Exception):
+        pool.shutdown(wait=True)
 
 
 def _import_engine(_):
@@ -102,8 +121,7 @@ def prestarted():
 def take_prestarted(sizes):
     """The prestarted pool if its number of workers is in ``sizes`` (it is handed over).
 
-    A pool of another size is shut down (its workers end once idle) and
-    None returned.
+    A pool of another size is ended and None returned.
     """
     global _PRESTARTED
     with _LOCK:
@@ -111,17 +129,17 @@ def take_prestarted(sizes):
     if pool is None:
         return None
     if pool._max_workers not in sizes:
-        pool.shutdown(wait=False)
+        kill(pool)  # they hold nothing but their imports
         return None
     return pool
 
 
 def discard_prestarted():
-    """Shut down prestarted workers nobody adopted; whether there were any."""
+    """End prestarted workers nobody adopted (at once); whether there were any."""
     global _PRESTARTED
     with _LOCK:
         pool, _PRESTARTED = _PRESTARTED, None
     if pool is None:
         return False
-    pool.shutdown(wait=False)  # the workers end once their imports are done
+    kill(pool)  # they hold nothing but their imports: no need to let those finish
     return True
