@@ -261,14 +261,14 @@ def main():
         for label, st in rows:
             ratio = best["seconds"] / st["seconds"]
             diff = max_diff(st)
-            print(f"{label:<36}{st['seconds']:>9.1f}{st['peak_mb']:>10.0f}{ratio:>9.1f}x"
+            print(f"{label:<36}{st['seconds']:>9.1f}{st['peak_mb']:>10.0f}{ratio:>9.2f}x"
                   f"{diff:>15.2e}")
         n_cores = min(args.n_jobs, os.cpu_count() or 1)
         print(f"{'lower bound (work alone / ' + str(n_cores) + ' cores)':<36}"
-              f"{bound['seconds']:>9.1f}{'':>10}{best['seconds'] / bound['seconds']:>9.1f}x")
+              f"{bound['seconds']:>9.1f}{'':>10}{best['seconds'] / bound['seconds']:>9.2f}x")
         floor = bound["seconds"] + bound["import_s"]
         print(f"{'lower bound + one engine import':<36}"
-              f"{floor:>9.1f}{'':>10}{best['seconds'] / floor:>9.1f}x")
+              f"{floor:>9.1f}{'':>10}{best['seconds'] / floor:>9.2f}x")
         print(f"\nchatbci cold / lower bound = {cold['seconds'] / bound['seconds']:.2f} "
               f"(target <= 1.15); / (lower bound + one import of "
               f"{bound['import_s']:.1f} s) = {cold['seconds'] / floor:.2f}; "
