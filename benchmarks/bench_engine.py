@@ -5,20 +5,18 @@ memory are counted the same way for everyone:
 
 1. plain MOABB: ``WithinSessionEvaluation(...).process(pipelines)`` at the
    given ``n_jobs`` values (its best is taken as the reference);
-2. chatbci cold: :func:`chatbci.bci.benchmark.run_benchmark` with an empty
-   cache directory;
-3. chatbci warm: the same call again (served from the cache).
-
-Both sides are timed from before their first import of MNE/MOABB (a fresh
-process pays them); chatbci runs through the ``chatbci bench`` code path.
-
+2. chatbci cold: ``chatbci bench`` (its own code path: the request index,
+   worker processes started before the engine import) with an empty cache
+   directory;
+3. chatbci warm: the same call again (served from the cache);
 4. the lower bound of the job: the work no engine can avoid, timed alone in
    one process (one load per subject, each stateless head once per subject,
    each distinct fitted step once per fold, the scoring), divided by the
    cores used,
 
-and prints wall time, peak memory (RSS summed over the process tree, sampled
-every 50 ms), the ratios against plain MOABB at its best ``n_jobs``, and the
+and prints wall time (from before each process's first import of MNE or
+MOABB: both sides pay their imports), peak memory (RSS summed over the
+process tree, sampled every 50 ms), the ratios against plain MOABB at its best ``n_jobs``, and the
 largest absolute score difference.
 
 Default job (issue #2): PhysionetMI subjects 1-23, left vs right hand imagery,

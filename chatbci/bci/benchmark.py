@@ -51,7 +51,7 @@ import joblib
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.metrics import check_scoring
 from sklearn.preprocessing import LabelEncoder
 from threadpoolctl import threadpool_limits
@@ -671,7 +671,6 @@ class _Stop(Exception):
 #: worker keeps the environment it was started with.
 #: CHATBCI_DEEP_PROGRESS_FILE: where deep networks report each training epoch.
 _ENV_PREFIXES = ("MNE_", "MOABB_", "_MNE_", "CHATBCI_DEEP_")
-_IDLE_TIMEOUT_S = workers.IDLE_TIMEOUT_S
 #: Subjects' epochs kept by a worker while one run lasts (consecutive parts
 #: of a subject's grid search then load it once per worker).
 _MEMO_SIZE = 2
@@ -695,10 +694,6 @@ def _apply_env(env):
     os.environ.update(env)
 
 
-def _new_pool(n_workers):
-    return workers.new_pool(n_workers)
-
-
 def _usable(pool):
     flags = getattr(pool, "_flags", None)
     return pool is not None and not (flags is not None and (flags.broken or flags.shutdown))
@@ -714,9 +709,6 @@ def _own_pool_applies():
 
     backend, _ = get_active_backend()
     return type(backend).__name__ == "LokyBackend" and not getattr(backend, "nesting_level", 0)
-
-
-_kill = workers.kill
 
 
 def _run_in_pool(calls, n_workers, is_stopped, poll_s=0.05, max_workers=None):
@@ -740,11 +732,11 @@ def _run_in_pool(calls, n_workers, is_stopped, poll_s=0.05, max_workers=None):
             _POOL.shutdown(wait=True)  # idle: ends at once
             _POOL = None
         if not _usable(_POOL):
-            # Workers started ahead (chatbci bench, a Session opening) if they fit.
-            _POOL = workers.take_prestarted(keep) or _new_pool(n_workers)
+            # Workers started ahead by chatbci bench (workers.prestart), if they fit.
+            _POOL = workers.take_prestarted(keep) or workers.new_pool(n_workers)
         pool = _POOL
     else:
-        pool = _new_pool(n_workers)
+        pool = workers.new_pool(n_workers)
     futures, pending, clean = {}, set(), False
     try:
         for key, fn, task in calls:
@@ -764,7 +756,7 @@ def _run_in_pool(calls, n_workers, is_stopped, poll_s=0.05, max_workers=None):
                 break
         if reason is not None:
             t_request = perf_counter()
-            _kill(pool)
+            workers.kill(pool)
             for fut in list(pending):
                 if fut.done() and not fut.cancelled() and fut.exception(timeout=0) is None:
                     pending.discard(fut)
@@ -774,7 +766,7 @@ def _run_in_pool(calls, n_workers, is_stopped, poll_s=0.05, max_workers=None):
     finally:
         if not clean:
             if any(not f.done() for f in pending):
-                _kill(pool)
+                workers.kill(pool)
             if shared:
                 _POOL = None if not _usable(pool) else _POOL
         if not shared:
@@ -786,7 +778,7 @@ def _run_in_pool(calls, n_workers, is_stopped, poll_s=0.05, max_workers=None):
 def shutdown_workers():
     """End chatbci's worker pool now, if it is idle.
 
-    The pool stays alive between benchmarks (for ``_IDLE_TIMEOUT_S``), so the
+    The pool stays alive between benchmarks (for ``workers.IDLE_TIMEOUT_S``), so the
     next question of a session starts no process and imports nothing; a
     :class:`~chatbci.assistant.session.Session` calls this when it closes.
     A pool in use by a running benchmark is left to it (that run's stop ends
