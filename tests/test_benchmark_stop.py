@@ -195,3 +195,84 @@ def test_run_benchmark_tool_says_stopped_by_the_human_and_what_was_kept(tmp_path
     assert "Kept (cached, a re-run resumes): CSP+LDA: subjects 1-2; MDM: subjects 1-2" in msg
     assert f"Not computed: {SLOW}: subjects 1-2" in msg
     assert time.perf_counter() - seen["t_set"] < STOP_WITHIN_S
+
+
+def test_ctrl_c_reaching_the_workers_is_left_to_the_benchmark(tmp_path):
+    """A terminal's Ctrl-C signals the whole process group, workers included.
+
+    The workers must not die of it (the run would be reported as a crash,
+    "a worker process died ... out of memory"): the benchmark process handles
+    the stop and keeps what finished.
+    """
+    ds = tiny(n_subjects=2)
+    stop, seen = threading.Event(), {}
+
+    def ctrl_c_then_stop():
+        time.sleep(1.0)  # the grid search is running in the workers
+        seen["workers"] = worker_pids()
+        for pid in seen["workers"]:
+            os.kill(pid, signal.SIGINT)
+        time.sleep(1.0)  # the chat sets its stop a moment later
+        seen["alive"] = [pid for pid in seen["workers"] if psutil.pid_exists(pid)
+                         and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        stop.set()
+
+    def on_progress(done, total, text):
+        if done >= 2 * len(QUICK) and "timer" not in seen:
+            seen["timer"] = threading.Thread(target=ctrl_c_then_stop, daemon=True)
+            seen["timer"].start()
+
+    with pytest.raises(BenchmarkStopped) as info:
+        run_benchmark(QUICK + [SLOW], dataset=ds, cache_dir=tmp_path, n_jobs=2,
+                      progress=False, stop=stop, on_progress=on_progress)
+    assert seen["workers"] and seen["alive"] == seen["workers"]
+    assert info.value.reason == "stop requested"
+    assert sorted(info.value.kept) == [(s, p) for s in (1, 2) for p in QUICK]
+    assert gone(seen["workers"])
+
+
+class _StopReadLate:
+    """A stop whose flag is read only after the stop's signal has killed the workers.
+
+    Its first ``is_set()`` once the grid search runs kills every worker
+    (SIGKILL) and waits until the pool knows, then answers False; from then on
+    it answers True -- the order in which a Ctrl-C that reached the workers
+    first is seen.
+    """
+
+    def __init__(self):
+        self.armed = False
+        self.fired = False
+
+    def is_set(self):
+        if self.fired:
+            return True
+        if self.armed:
+            from chatbci.bci import benchmark
+
+            pool = benchmark._POOL
+            pids = worker_pids()
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while not pool._flags.broken and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.fired = True
+        return False
+
+
+def test_workers_that_died_of_the_stop_are_reported_as_a_stop(tmp_path):
+    stop = _StopReadLate()
+
+    def on_progress(done, total, text):
+        if done >= 2 * len(QUICK):
+            time.sleep(0.5)  # the grid search is running in the workers
+            stop.armed = True
+
+    with pytest.raises(BenchmarkStopped) as info:
+        run_benchmark(QUICK + [SLOW], dataset=tiny(n_subjects=2), cache_dir=tmp_path,
+                      n_jobs=2, progress=False, stop=stop, on_progress=on_progress)
+    assert stop.fired
+    assert info.value.reason == "stop requested"
+    assert sorted(info.value.kept) == [(s, p) for s in (1, 2) for p in QUICK]
+    assert "worker process died" not in str(info.value)

@@ -205,7 +205,7 @@ def test_ctrl_c_stops_a_benchmark_and_returns_to_the_prompt(tmp_path):
                                "the prompt after Ctrl-C")
         assert time.monotonic() - t0 < 30
         assert "CHAT-EXITED" not in screen
-        assert "stopped by the human" in screen or "interrupted by the human" in screen
+        assert "stopped by the human" in screen or "interrupted by the human" in screen, screen
 
         # Still chatting. Ctrl-C at a decision's question leaves it pending; a
         # second Ctrl-C leaves the chat.

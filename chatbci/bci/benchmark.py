@@ -749,10 +749,24 @@ def _run_in_pool(calls, n_workers, is_stopped, poll_s=0.05, max_workers=None):
             except KeyboardInterrupt:
                 reason = "interrupted"
                 break
-            for fut in done:
-                yield futures[fut], fut.result()
-            if pending and is_stopped():
+            done = list(done)
+            while done:
+                fut = done.pop()
+                try:
+                    result = fut.result()
+                except _WORKER_DIED:
+                    # A stop that reached the workers before this loop saw it
+                    # (a signal to the whole process group) is still a stop;
+                    # what finished beside it is kept below.
+                    if not is_stopped():
+                        raise
+                    reason = "stop requested"
+                    pending |= set(done)
+                    break
+                yield futures[fut], result
+            if reason is None and pending and is_stopped():
                 reason = "stop requested"
+            if reason is not None:
                 break
         if reason is not None:
             t_request = perf_counter()

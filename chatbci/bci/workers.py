@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 import time
 
@@ -29,12 +30,19 @@ _LOCK = threading.Lock()
 _PRESTARTED = None
 
 
-def _watch_benchmark_process(benchmark_pid):
-    """Make a pool worker exit when the process that started it is gone.
+def _init_worker(benchmark_pid):
+    """Set up a pool worker: Ctrl-C is not its to handle, and it dies with its parent.
+
+    A terminal's Ctrl-C sends SIGINT to the whole foreground process group,
+    the workers included. The benchmark process handles it (it stops the run,
+    keeps what finished and kills the workers); a worker interrupted by it
+    would die first, in the middle of a task, and the run would look like a
+    crash instead of a stop. So workers ignore SIGINT.
 
     A benchmark process killed outright (SIGKILL, a crashed kernel) cannot
-    kill its workers; without this they would finish their fits for nobody.
+    kill its workers; without the watch they would finish their fits for nobody.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch():
         while True:
@@ -46,12 +54,12 @@ def _watch_benchmark_process(benchmark_pid):
 
 
 def new_pool(n_workers):
-    """A loky process pool for benchmark units, whose workers die with this process."""
+    """A loky process pool for benchmark units, whose workers die with this process
+    and leave Ctrl-C to it."""
     from joblib.externals.loky import ProcessPoolExecutor
 
     return ProcessPoolExecutor(max_workers=n_workers, timeout=IDLE_TIMEOUT_S,
-                               initializer=_watch_benchmark_process,
-                               initargs=(os.getpid(),))
+                               initializer=_init_worker, initargs=(os.getpid(),))
 
 
 def kill(pool):
