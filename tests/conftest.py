@@ -107,3 +107,26 @@ def llm_session(ws, server, **kw):
                                     "timeout": 10, "max_retries": 0},
                                    env={"OPENAI_API_KEY": "test-key-" + "x" * 24})
     return Session(ws, backend=OpenAIChat(settings, backoff=0.01), human="ada", n_jobs=1, **kw)
+
+
+def worker_pids(pid=None):
+    """Benchmark pool worker processes (not the resource trackers) under ``pid``."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    return [p.pid for p in proc.children(recursive=True)
+            if "popen_loky_posix" in " ".join(p.cmdline())]
+
+
+def alive(pids):
+    """Those of ``pids`` still running (a zombie waiting to be reaped is gone)."""
+    import psutil
+
+    running = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                running.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return running

@@ -17,8 +17,8 @@ import textwrap
 import threading
 import time
 
-import psutil
 import pytest
+from conftest import alive, worker_pids
 
 from chatbci.bci.benchmark import BenchmarkStopped, pairs_text, run_benchmark
 from chatbci.bci.datasets import SimulatedMI
@@ -33,22 +33,8 @@ def tiny(n_subjects=3):
     return SimulatedMI(n_subjects=n_subjects, n_sessions=1, n_runs=1, n_trials=12, seed=7)
 
 
-def worker_pids(pid=None):
-    """Pool worker processes (not the resource trackers) under ``pid``."""
-    proc = psutil.Process(pid)
-    return [p.pid for p in proc.children(recursive=True)
-            if "popen_loky_posix" in " ".join(p.cmdline())]
-
-
 def gone(pids):
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return not alive
+    return not alive(pids)
 
 
 def stop_after_quick(n_quick_steps, delay_s, stop, seen):
@@ -213,8 +199,7 @@ def test_ctrl_c_reaching_the_workers_is_left_to_the_benchmark(tmp_path):
         for pid in seen["workers"]:
             os.kill(pid, signal.SIGINT)
         time.sleep(1.0)  # the chat sets its stop a moment later
-        seen["alive"] = [pid for pid in seen["workers"] if psutil.pid_exists(pid)
-                         and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        seen["alive"] = alive(seen["workers"])
         stop.set()
 
     def on_progress(done, total, text):

@@ -86,7 +86,7 @@ def test_cli_ends_prestarted_workers_it_did_not_use(tmp_path, capsys):
     """`chatbci bench` called in a living process (a notebook, a test) leaves no idle workers."""
     import shutil
 
-    import psutil
+    from conftest import alive, worker_pids
 
     from chatbci.bci import workers
     from chatbci.cli import main
@@ -101,7 +101,4 @@ def test_cli_ends_prestarted_workers_it_did_not_use(tmp_path, capsys):
     shutil.rmtree(tmp_path / "requests")
     assert main(args) == 0
     assert not workers.prestarted()
-    loky = [p for p in psutil.Process().children(recursive=True)
-            if "popen_loky_posix" in " ".join(p.cmdline())
-            and p.status() != psutil.STATUS_ZOMBIE]
-    assert not loky
+    assert not alive(worker_pids())

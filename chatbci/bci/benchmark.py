@@ -822,7 +822,7 @@ def _warm_pool_waiting():
     if not _POOL_LOCK.acquire(blocking=False):
         return False
     try:
-        return (_usable(_POOL) and bool(getattr(_POOL, "_processes", None))
+        return ((_usable(_POOL) and bool(getattr(_POOL, "_processes", None)))
                 or workers.prestarted())
     finally:
         _POOL_LOCK.release()
